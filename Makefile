@@ -1,0 +1,30 @@
+# Two commands set up and run everything on a fresh machine (see README):
+#   make repro   - install, then regenerate the report with `dvc repro` (profile from params.yaml)
+#   make test    - install, then lint and run the test suite
+# `make quick` runs every stage on real Fashion-MNIST offline (profile=quick) in ~10 min on 2 CPUs.
+PY := .venv/bin/python
+SETUP := .venv/.setup-done
+
+$(SETUP): requirements.txt
+	python3 -m venv .venv
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
+		echo "note: could not install dataset-fashion-mnist; the quick profile needs it"; fi
+	@[ -d .dvc ] || .venv/bin/dvc init -q
+	touch $(SETUP)
+
+setup: $(SETUP)
+
+repro: $(SETUP)
+	.venv/bin/dvc repro
+
+quick: $(SETUP)
+	.venv/bin/dvc exp run -S profile=quick
+
+test: $(SETUP)
+	.venv/bin/ruff check .
+	$(PY) -m pytest -q
+
+.PHONY: setup repro quick test

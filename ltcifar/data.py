@@ -1,0 +1,59 @@
+"""A split's training and validation images as device tensors, read from the prepared arrays.
+
+Training code gets a ``SplitData`` and nothing else: the test images are never loaded here, so
+no checkpoint selection or early stop can look at them.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ltcifar.datasets import load_prepared
+from ltcifar.lt_index import read_index
+
+
+@dataclass
+class SplitData:
+    x: torch.Tensor  # uint8 (N, H, W, C)
+    y: torch.Tensor  # int64 (N,)
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    counts: torch.Tensor  # training images per class
+    mean: torch.Tensor  # (1, C, 1, 1), on the 0..255 scale
+    std: torch.Tensor
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def in_channels(self) -> int:
+        return self.x.shape[-1]
+
+
+def load_split(split: str, device: torch.device, root: Path = Path("data")) -> SplitData:
+    index = read_index(root / "splits" / f"{split}.json")
+    data = load_prepared(index["dataset"], root / "prepared")
+    x_all, y_all = data["x_train"], data["y_train"]
+    train = np.concatenate([np.asarray(i, dtype=np.int64) for i in index["train_indices"]])
+    val = np.concatenate([np.asarray(i, dtype=np.int64) for i in index["val_indices"]])
+
+    def dev(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a)).to(device)
+
+    def stat(a: np.ndarray) -> torch.Tensor:
+        return dev(np.asarray(a, np.float32) * 255).view(1, -1, 1, 1)
+
+    return SplitData(
+        x=dev(x_all[train]),
+        y=dev(y_all[train]),
+        x_val=dev(x_all[val]),
+        y_val=dev(y_all[val]),
+        counts=dev(np.asarray(index["counts"], np.int64)),
+        mean=stat(data["mean"]),
+        std=stat(data["std"]),
+        classes=index["classes"],
+    )

@@ -1,0 +1,173 @@
+"""The datasets the pipeline knows: the files each one needs and how to read them into arrays.
+
+``prepare`` turns the verified archives into one compact ``.npz`` per dataset (uint8 N×H×W×C
+images, int64 labels, class names, and train-set channel statistics), so that no later stage
+ever opens a tarball, a gzip or PIL.
+"""
+
+import gzip
+import pickle
+import tarfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ltcifar.errors import PipelineError
+from ltcifar.registry import Registry
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    files: tuple[str, ...]
+    read: Callable[[Path], Arrays]
+
+
+DATASETS = Registry("dataset")
+
+
+def _cifar_reader(
+    archive: str, train: list[str], test: str, meta: str, label_key: str, names_key: str
+) -> Callable[[Path], Arrays]:
+    def read(raw: Path) -> Arrays:
+        with tarfile.open(raw / archive, "r:gz") as tar:
+            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+
+            def load(name: str) -> dict:
+                if name not in members:
+                    raise PipelineError(
+                        f"{raw / archive} has no member {name!r}; is it a CIFAR python archive?"
+                    )
+                return pickle.load(tar.extractfile(members[name]), encoding="latin1")
+
+            def images_labels(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+                batches = [load(n) for n in names]
+                x = np.concatenate([np.asarray(b["data"], np.uint8) for b in batches])
+                y = np.concatenate([np.asarray(b[label_key], np.int64) for b in batches])
+                return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y
+
+            x_train, y_train = images_labels(train)
+            x_test, y_test = images_labels([test])
+            classes = np.array(load(meta)[names_key])
+        return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, classes=classes)
+
+    return read
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """Read one gzipped IDX file (the MNIST format): magic, dims, then raw uint8 data."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+        raise PipelineError(f"{path} is not a uint8 IDX file")
+    ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise PipelineError(f"{path} ends inside its IDX header")
+    dims = np.frombuffer(data, ">u4", ndim, offset=4).astype(int)
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(dims)):
+        raise PipelineError(
+            f"{path} holds {body.size} bytes, its header promises {int(np.prod(dims))}"
+        )
+    return body.reshape(dims)
+
+
+FASHION_CLASSES = [
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+]
+
+
+def _read_fashion(raw: Path) -> Arrays:
+    def part(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+        x = _read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")[..., None]
+        y = _read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+        return x, y
+
+    (x_train, y_train), (x_test, y_test) = part("train"), part("t10k")
+    return dict(
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        classes=np.array(FASHION_CLASSES),
+    )
+
+
+DATASETS["cifar10"] = DatasetSpec(
+    ("cifar-10-python.tar.gz",),
+    _cifar_reader(
+        "cifar-10-python.tar.gz",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        "test_batch",
+        "batches.meta",
+        "labels",
+        "label_names",
+    ),
+)
+DATASETS["cifar100"] = DatasetSpec(
+    ("cifar-100-python.tar.gz",),
+    _cifar_reader(
+        "cifar-100-python.tar.gz", ["train"], "test", "meta", "fine_labels", "fine_label_names"
+    ),
+)
+DATASETS["fashion_mnist"] = DatasetSpec(
+    tuple(
+        f"{p}-{k}-idx{d}-ubyte.gz"
+        for p in ("train", "t10k")
+        for k, d in (("images", 3), ("labels", 1))
+    ),
+    _read_fashion,
+)
+
+
+UNREADABLE = (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error, pickle.UnpicklingError)
+
+
+def prepare(name: str, raw: Path, out: Path) -> Arrays:
+    """Read a dataset's verified files and write ``out`` (.npz) atomically; return the arrays.
+
+    Archives that pass a (user-set) MD5 but are not in the official format fail with one line.
+    """
+    try:
+        arrays = DATASETS[name].read(raw)
+    except UNREADABLE as e:
+        raise PipelineError(
+            f"{raw} cannot be read as {name} ({type(e).__name__}: {e}); "
+            f"download.{name}.md5 should list only archives in the official format"
+        ) from e
+    for part in ("train", "test"):
+        if len(arrays[f"x_{part}"]) != len(arrays[f"y_{part}"]):
+            raise PipelineError(
+                f"{raw}: {len(arrays[f'x_{part}'])} {part} images but "
+                f"{len(arrays[f'y_{part}'])} labels"
+            )
+    x = arrays["x_train"]
+    channels = [x[..., c].astype(np.float64) / 255.0 for c in range(x.shape[-1])]
+    arrays["mean"] = np.array([c.mean() for c in channels], np.float32)
+    arrays["std"] = np.array([c.std() for c in channels], np.float32)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(out)
+    return arrays
+
+
+def load_prepared(name: str, root: Path = Path("data/prepared")) -> np.lib.npyio.NpzFile:
+    """Open a prepared dataset lazily: arrays are read only when indexed by key."""
+    path = root / f"{name}.npz"
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run `dvc repro prepare` first")
+    return np.load(path)

@@ -1,0 +1,157 @@
+"""Fetch a dataset's raw files from the first source that yields a verified copy.
+
+Every file is streamed to a hidden temporary name, hashed on the way, and renamed into place only
+once its MD5 is one that params.yaml accepts; so ``out_dir`` never holds a partial or unverified
+download, even when a transfer is cut short. Sources are tried in order, so a mirror or a local
+copy can stand in for the official server when it is down or the machine is offline.
+"""
+
+import hashlib
+import os
+import sys
+import urllib.error
+import urllib.request
+from http.client import HTTPException
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+from tqdm import tqdm
+
+from ltcifar.datasets import DATASETS
+from ltcifar.errors import PipelineError
+
+URL_SCHEMES = ("http", "https", "ftp", "file")
+TIMEOUT_S = 30
+CHUNK = 1 << 20
+
+
+class _SourceFailed(Exception):
+    """One source could not deliver a verified file; the message says why, for the final error."""
+
+
+def md5_file(path: Path) -> str:
+    digest = hashlib.md5()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _is_url(source: str) -> bool:
+    return urlsplit(source).scheme.lower() in URL_SCHEMES
+
+
+def locate(source: str, name: str) -> str:
+    """The file itself if the source's last path component is ``name``, else ``source/name``."""
+    last = urlsplit(source).path if _is_url(source) else source
+    if last.rstrip("/").rsplit("/", 1)[-1] == name:
+        return source
+    return source.rstrip("/") + "/" + name
+
+
+def _open(location: str) -> tuple[BinaryIO, int | None]:
+    """Open a URL or a local file for streaming; return it with its announced size."""
+    if _is_url(location):
+        try:
+            response = urllib.request.urlopen(location, timeout=TIMEOUT_S)
+        except urllib.error.HTTPError as e:
+            raise _SourceFailed(f"HTTP Error {e.code} {e.reason}") from e
+        except urllib.error.URLError as e:
+            reason = getattr(e.reason, "strerror", None) or e.reason
+            raise _SourceFailed(str(reason).lower()) from e
+        except (OSError, HTTPException, ValueError) as e:  # timeouts, resets, malformed URLs
+            raise _SourceFailed(str(e) or type(e).__name__) from e
+        length = response.headers.get("Content-Length")
+        return response, int(length) if length and length.isdigit() else None
+    path = Path(location).expanduser()
+    if not path.exists():
+        raise _SourceFailed("no such file")
+    if not path.is_file():
+        raise _SourceFailed("not a file")
+    return path.open("rb"), path.stat().st_size
+
+
+def _transfer(location: str, name: str, accepted: list[str], part: Path) -> None:
+    """Stream ``location`` into ``part`` and check size and MD5; raise _SourceFailed if not."""
+    stream, total = _open(location)
+    digest, received = hashlib.md5(), 0
+    try:
+        bar = tqdm(
+            total=total,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=name,
+            file=sys.stderr,
+            mininterval=0.5,
+        )
+        with stream, bar, part.open("wb") as out:
+            for chunk in iter(lambda: stream.read(CHUNK), b""):
+                out.write(chunk)
+                digest.update(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+    except (OSError, HTTPException, ValueError) as e:  # timeouts, resets, incomplete chunks
+        raise _SourceFailed(f"transfer failed after {received} bytes: {e!r}") from e
+    if total is not None and received != total:
+        raise _SourceFailed(f"truncated: got {received} of {total} bytes")
+    if digest.hexdigest() not in accepted:
+        raise _SourceFailed(f"md5 {digest.hexdigest()} not in accepted [{', '.join(accepted)}]")
+
+
+def _check_md5_names(dataset: str, files: tuple[str, ...], md5: dict[str, list[str]]) -> None:
+    missing = [f for f in files if f not in md5]
+    extra = sorted(set(md5) - set(files))
+    empty = [f for f in files if f in md5 and not md5[f]]
+    problems = [f"has no entry for {', '.join(missing)}"] if missing else []
+    problems += [f"names {', '.join(extra)}, which {dataset} does not use"] if extra else []
+    problems += [f"accepts no MD5 for {', '.join(empty)}"] if empty else []
+    if problems:
+        raise PipelineError(
+            f"download.{dataset}.md5 {' and '.join(problems)}; "
+            f"{dataset} needs exactly these files: {', '.join(files)}"
+        )
+
+
+def _fetch_one(
+    dataset: str, name: str, sources: list[str], accepted: list[str], out_dir: Path
+) -> Path:
+    target, part = out_dir / name, out_dir / f".{name}.part"
+    tried = []
+    if target.is_file():
+        have = md5_file(target)
+        if have in accepted:
+            return target
+        tried.append(f"{target} (present, md5 {have} not in accepted [{', '.join(accepted)}])")
+    for source in sources:
+        location = locate(source, name)
+        try:
+            _transfer(location, name, accepted, part)
+            os.replace(part, target)
+            return target
+        except _SourceFailed as e:
+            tried.append(f"{location} ({e})")
+        finally:
+            part.unlink(missing_ok=True)
+    raise PipelineError(
+        f"could not get a verified {name} for {dataset}; tried: "
+        f"{'; '.join(tried) or 'nothing, download.' + dataset + '.sources is empty'}. "
+        f"Set download.{dataset}.sources to a mirror URL or a local copy (file or folder), "
+        f"or add your archive's MD5 to download.{dataset}.md5 if it has the same format"
+    )
+
+
+def fetch(dataset: str, sources: list[str], md5: dict[str, list[str]], out_dir: Path) -> list[Path]:
+    """Make ``out_dir`` hold every file ``dataset`` needs, each with an accepted MD5.
+
+    Files already there with an accepted MD5 are kept, so a rerun costs one hash per file.
+    Raises PipelineError, one line naming every source tried and why it failed.
+    """
+    files = DATASETS[dataset].files
+    md5 = {name: [h.lower() for h in hashes] for name, hashes in md5.items()}
+    _check_md5_names(dataset, files, md5)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in out_dir.glob(".*.part"):  # left by a killed run; try/finally covers the rest
+        stale.unlink()
+    return [_fetch_one(dataset, name, sources, md5[name], out_dir) for name in files]

@@ -1,0 +1,93 @@
+"""Long-tailed training subsets and balanced validation sets, as small human-readable files.
+
+Validation images always come from the training images the subset left unused, never from
+the test set. Where a subset uses every image of a class (class 0 of the seed's step split,
+class 0 of ``exp``), the split's ``val_policy`` decides: ``reserve`` lowers n_max so that
+``val_per_class`` images per class stay free; ``exact`` keeps the subset exact and refuses a
+validation set it cannot balance.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ltcifar.errors import PipelineError
+
+
+def class_counts(spec: dict, num_classes: int, n_max: int) -> list[int]:
+    """Per-class training counts of a profile, computed exactly as LDAM-DRW does for ``exp``."""
+    if spec["profile"] == "exp":
+        factor = 1.0 / spec["imbalance"]
+        return [int(n_max * factor ** (i / (num_classes - 1.0))) for i in range(num_classes)]
+    if spec["profile"] == "step":
+        return [n_max if i < spec["k"] else spec["n_min"] for i in range(num_classes)]
+    return [n_max] * num_classes
+
+
+def class_orders(labels: np.ndarray, sampling: str, seed: int) -> list[np.ndarray]:
+    """A seeded random order of each class's indices; subsets take a prefix of it.
+
+    ``ldam`` replays LDAM-DRW's imbalance_cifar.py: ``np.random.seed(seed)``, then for each class
+    in label order ``np.random.shuffle(np.where(targets == c)[0])``. A private RandomState
+    gives the same stream without touching numpy's global state.
+    """
+    rng = np.random.RandomState(seed) if sampling == "ldam" else np.random.default_rng(seed)
+    orders = []
+    for c in np.unique(labels):
+        idx = np.where(labels == c)[0]
+        rng.shuffle(idx)
+        orders.append(idx)
+    return orders
+
+
+def build_index(name: str, spec: dict, labels: np.ndarray, classes: list[str]) -> dict:
+    """The index of one named split: training and validation indices per class, and counts."""
+    orders = class_orders(labels, spec["sampling"], spec["seed"])
+    available = [len(o) for o in orders]
+    val = spec["val_per_class"]
+    n_max = spec["n_max"] or min(available)
+    if spec["val_policy"] == "reserve":
+        n_max = min(n_max, min(available) - val)
+    counts = class_counts(spec, len(orders), n_max)
+    for c, (n, avail) in enumerate(zip(counts, available, strict=True)):
+        if n <= 0 or n + val > avail:
+            raise PipelineError(
+                f"split {name!r}: class {c} ({classes[c]}) needs {n} training + {val} validation "
+                f"images but has {avail}; lower n_max/n_min or val_per_class, "
+                "or set val_policy: reserve"
+            )
+    train = [o[:n].tolist() for o, n in zip(orders, counts, strict=True)]
+    val_idx = [o[n : n + val].tolist() for o, n in zip(orders, counts, strict=True)]
+    return {
+        "split": name,
+        "dataset": spec["dataset"],
+        "params": spec,
+        "n_max_used": n_max,
+        "classes": list(classes),
+        "counts": counts,
+        "val_counts": [len(v) for v in val_idx],
+        "total_train": sum(counts),
+        "total_val": sum(len(v) for v in val_idx),
+        "train_indices": [sorted(t) for t in train],
+        "val_indices": [sorted(v) for v in val_idx],
+    }
+
+
+def write_index(index: dict, path: Path) -> None:
+    """Write JSON with each flat list (a class's indices, the counts) on one line, for diffs."""
+    text = json.dumps(index, indent=2)
+    text = re.sub(
+        r"\[([^\[\]{}]*)\]", lambda m: "[" + re.sub(r"\n\s*", " ", m.group(1)).strip() + "]", text
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text + "\n")
+    tmp.replace(path)
+
+
+def read_index(path: Path) -> dict:
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run `dvc repro lt_index` first")
+    return json.loads(path.read_text())

@@ -1,0 +1,58 @@
+"""Classification metrics, all derived from one confusion matrix.
+
+The training loop accumulates the confusion matrix on the device and reads it once per epoch;
+every score below is then a few numpy operations on a C×C matrix, so train, validation and test
+metrics cannot drift apart. Division by zero gives 0, as scikit-learn's ``zero_division=0``.
+"""
+
+import numpy as np
+import torch
+
+
+def confusion(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """C×C counts, rows = true class, columns = predicted class; stays on the device."""
+    flat = torch.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    return flat.view(num_classes, num_classes)
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.divide(a, b, out=np.zeros_like(a, dtype=float), where=b > 0)
+
+
+def per_class(conf: np.ndarray) -> dict[str, np.ndarray]:
+    conf = np.asarray(conf, dtype=float)
+    tp = np.diag(conf)
+    precision = _div(tp, conf.sum(0))
+    recall = _div(tp, conf.sum(1))
+    f1 = _div(2 * precision * recall, precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": conf.sum(1)}
+
+
+def summarize(conf: np.ndarray) -> dict[str, float]:
+    """Top-1 accuracy, macro-F1 and balanced accuracy (mean recall over classes present)."""
+    conf = np.asarray(conf, dtype=float)
+    pc = per_class(conf)
+    present = pc["support"] > 0
+    return {
+        "accuracy": float(np.trace(conf) / max(conf.sum(), 1)),
+        "macro_f1": float(pc["f1"].mean()),
+        "balanced_accuracy": float(pc["recall"][present].mean()) if present.any() else 0.0,
+    }
+
+
+def shot_groups(train_counts: np.ndarray, many_min: int, few_max: int) -> dict[str, np.ndarray]:
+    """Many: more than ``many_min`` training images; few: under ``few_max``; medium: the rest."""
+    counts = np.asarray(train_counts)
+    many, few = counts > many_min, counts < few_max
+    return {"many": many, "medium": ~many & ~few, "few": few}
+
+
+def shot_accuracy(conf: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, float]:
+    """Accuracy over the test images of each non-empty group of classes."""
+    conf = np.asarray(conf, dtype=float)
+    correct, total = np.diag(conf), conf.sum(1)
+    return {
+        f"{name}_shot_accuracy": float(correct[m].sum() / total[m].sum())
+        for name, m in groups.items()
+        if m.any() and total[m].sum() > 0
+    }

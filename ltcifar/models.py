@@ -1,0 +1,109 @@
+"""CIFAR ResNets and their plain twins (He et al. 2016, Sec. 4.2).
+
+Depth 6n+2: a 3x3 stem with 16 channels, three stages of n basic blocks at 16/32/64 channels,
+global average pooling and a linear head. A PlainNet is the identical stack without the skip
+connections, so comparing the two isolates the residual connection. Global pooling makes any
+input of at least 28 px work (Fashion-MNIST is 28x28x1).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ltcifar.registry import Registry
+
+MODELS = Registry("model")
+
+
+class PadShortcut(nn.Module):
+    """Option A: subsample and zero-pad channels; parameter-free, as in the paper's CIFAR nets."""
+
+    def __init__(self, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.out_channels, self.stride = out_channels, stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, :: self.stride, :: self.stride]
+        extra = self.out_channels - x.shape[1]
+        return F.pad(x, (0, 0, 0, 0, extra // 2, extra - extra // 2))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, residual: bool, shortcut: str) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.residual = residual
+        self.shortcut: nn.Module = nn.Identity()
+        if residual and (stride != 1 or cin != cout):
+            if shortcut == "A":
+                self.shortcut = PadShortcut(cout, stride)
+            else:
+                self.shortcut = nn.Sequential(
+                    nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)
+                )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.residual:
+            out = out + self.shortcut(x)
+        return F.relu(out)
+
+
+class CifarNet(nn.Module):
+    def __init__(
+        self,
+        depth: int,
+        num_classes: int,
+        in_channels: int = 3,
+        residual: bool = True,
+        shortcut: str = "A",
+    ) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError(f"depth must be 6n+2, got {depth}")
+        if shortcut not in ("A", "B"):
+            raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()
+        )
+        blocks, cin = [], 16
+        for i, cout in enumerate((16, 32, 64)):
+            for j in range(n):
+                stride = 2 if i > 0 and j == 0 else 1
+                blocks.append(BasicBlock(cin, cout, stride, residual, shortcut))
+                cin = cout
+        self.blocks = nn.Sequential(*blocks)
+        self.fc = nn.Linear(64, num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _register(name: str, depth: int, residual: bool) -> None:
+    def build(num_classes: int, in_channels: int = 3, shortcut: str = "A") -> CifarNet:
+        return CifarNet(depth, num_classes, in_channels, residual, shortcut)
+
+    build.__doc__ = f"{name}: depth {depth}, {'with' if residual else 'without'} skip connections."
+    MODELS.register(name)(build)
+
+
+for _depth in (20, 32, 44, 56):
+    _register(f"resnet{_depth}", _depth, residual=True)
+for _depth in (20, 56):
+    _register(f"plainnet{_depth}", _depth, residual=False)
+
+
+def build_model(
+    name: str, num_classes: int, in_channels: int = 3, shortcut: str = "A"
+) -> nn.Module:
+    """Build a registered model by its params name."""
+    return MODELS[name](num_classes=num_classes, in_channels=in_channels, shortcut=shortcut)

@@ -1,0 +1,101 @@
+"""Load and validate params.yaml before any work starts, and resolve the config of one run.
+
+Every stage calls ``load()`` first, so a typo anywhere in params.yaml fails the very first stage
+with one line that names the key, the value and the allowed choices, before a byte is written.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ltcifar.errors import PipelineError
+
+REQUIRED = object()
+
+
+class ParamsError(PipelineError, ValueError):
+    """A params.yaml value that the pipeline cannot use; the message names key and choices."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One scalar or list param: its type (or allowed strings) and its default."""
+
+    kind: Any
+    default: Any = REQUIRED
+    list_of: bool = False
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """A mapping from user-chosen names (runs, splits, files) to a sub-schema or a Field."""
+
+    schema: Any
+    required: bool = True
+
+
+def _check_scalar(key: str, value: Any, kind: Any) -> Any:
+    if isinstance(kind, tuple):
+        if value not in kind:
+            raise ParamsError(
+                f"{key} = {value!r} is not allowed; choose one of: {', '.join(map(str, kind))}"
+            )
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
+        raise ParamsError(f"{key} = {value!r} must be of type {kind.__name__}")
+    return value
+
+
+def validate(data: Any, schema: dict, prefix: str = "", partial: bool = False) -> dict:
+    """Return ``data`` with defaults filled in, or raise ParamsError on the first bad key.
+
+    ``partial`` validates an overrides block: keys it lacks stay absent instead of defaulted.
+    """
+    if not isinstance(data, dict):
+        raise ParamsError(f"{prefix.rstrip('.') or 'params.yaml'} must be a mapping, got {data!r}")
+    unknown = sorted(set(data) - set(schema))
+    if unknown:
+        raise ParamsError(
+            f"unknown key {prefix}{unknown[0]}; allowed keys here: {', '.join(sorted(schema))}"
+        )
+    out = {}
+    for name, spec in schema.items():
+        key = prefix + name
+        if name not in data:
+            if partial:
+                continue
+            default = spec.default if isinstance(spec, Field) else REQUIRED
+            if isinstance(spec, MapOf) and not spec.required:
+                default = {}
+            if default is REQUIRED:
+                raise ParamsError(f"missing key {key}")
+            out[name] = default
+            continue
+        out[name] = _validate_value(data[name], spec, key, partial)
+    return out
+
+
+def _validate_value(value: Any, spec: Any, key: str, partial: bool = False) -> Any:
+    if isinstance(spec, dict):
+        return validate(value, spec, key + ".", partial)
+    if isinstance(spec, MapOf):
+        if not isinstance(value, dict):
+            raise ParamsError(f"{key} must be a mapping of names, got {value!r}")
+        return {k: _validate_value(v, spec.schema, f"{key}.{k}") for k, v in value.items()}
+    if spec.list_of:
+        if not isinstance(value, list):
+            raise ParamsError(f"{key} = {value!r} must be a list")
+        return [_check_scalar(f"{key}[{i}]", v, spec.kind) for i, v in enumerate(value)]
+    return _check_scalar(key, value, spec.kind)
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} not found; run from the repository root")
+    with path.open() as f:
+        return yaml.safe_load(f) or {}

@@ -1,0 +1,105 @@
+"""DVC stage `evaluate` / `evaluate_runs@<run>`: score every seed of a run on the test set.
+
+Usage: python -m stages.evaluate <run>
+Writes metrics/<run>.json (compact: mean, std and per-seed values, for `dvc metrics diff`),
+metrics/<run>/per_class.csv and metrics/<run>/confusion.csv (for `dvc plots`).
+This is the only stage that reads test images, and it only ever scores finished models.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ltcifar.config import load, resolve_run
+from ltcifar.datasets import load_prepared
+from ltcifar.engine import predict, select_device
+from ltcifar.errors import PipelineError, run_stage
+from ltcifar.lt_index import read_index
+from ltcifar.metrics import confusion, per_class, shot_accuracy, shot_groups, summarize
+from ltcifar.models import build_model
+
+
+def score_seed(path: Path, x: torch.Tensor, y: torch.Tensor, prepared, cfg: dict) -> np.ndarray:
+    """The test confusion matrix of one saved model."""
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run `dvc repro` on the train stage of this run")
+    saved = torch.load(path, map_location=x.device, weights_only=False)
+    num_classes = len(saved["classes"])
+    model = build_model(cfg["model"], num_classes, saved["in_channels"], cfg["shortcut"])
+    model.load_state_dict(saved["state_dict"])
+    if cfg["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    mean, std = (
+        torch.from_numpy(prepared[k] * 255).to(x.device).view(1, -1, 1, 1) for k in ("mean", "std")
+    )
+    logits = predict(model.to(x.device), x, mean, std, cfg)
+    return confusion(y, logits.argmax(1), num_classes).cpu().numpy()
+
+
+def main() -> None:
+    run = sys.argv[1] if len(sys.argv) > 1 else "candidate"
+    params = load()
+    cfg = resolve_run(params, run)
+    index = read_index(Path("data/splits") / f"{cfg['split']}.json")
+    data = load_prepared(index["dataset"])
+    device = select_device()
+    x, y = torch.from_numpy(data["x_test"]).to(device), torch.from_numpy(data["y_test"]).to(device)
+    classes = index["classes"]
+    groups = shot_groups(
+        np.array(index["counts"]),
+        params["evaluate"]["many_shot_min"],
+        params["evaluate"]["few_shot_max"],
+    )
+    per_seed, confs = {}, []
+    for seed in cfg["seeds"]:
+        conf = score_seed(Path("models") / run / f"seed{seed}.pt", x, y, data, cfg)
+        confs.append(conf)
+        per_seed[f"seed{seed}"] = {**summarize(conf), **shot_accuracy(conf, groups)}
+    table = pd.DataFrame(per_seed).T
+    metrics = {
+        **table.mean().round(6).to_dict(),
+        "std": table.std(ddof=0).round(6).to_dict(),
+        "per_seed": table.round(6).to_dict(orient="index"),
+        "run": {
+            "dataset": index["dataset"],
+            "split": cfg["split"],
+            "profile": params["profile"],
+            "model": cfg["model"],
+            "loss": cfg["loss"],
+            "sampler": cfg["sampler"],
+            "mixup": cfg["mixup"],
+            "seeds": len(cfg["seeds"]),
+            "test_images": int(len(y)),
+            "train_images": index["total_train"],
+        },
+    }
+    out = Path("metrics") / run
+    out.mkdir(parents=True, exist_ok=True)
+    pcs = [per_class(c) for c in confs]
+    pd.DataFrame(
+        {
+            "class": classes,
+            "train_count": index["counts"],
+            **{k: np.mean([p[k] for p in pcs], 0).round(6) for k in ("precision", "recall", "f1")},
+        }
+    ).to_csv(out / "per_class.csv", index=False)
+    rows = [
+        (classes[a], classes[p])
+        for a in range(len(classes))
+        for p in range(len(classes))
+        for _ in range(int(confs[0][a, p]))
+    ]
+    pd.DataFrame(rows, columns=["actual", "predicted"]).to_csv(out / "confusion.csv", index=False)
+    Path("metrics", f"{run}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(
+        f"{run}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
+        f"balanced accuracy {metrics['balanced_accuracy']:.4f} over {len(cfg['seeds'])} seed(s)"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

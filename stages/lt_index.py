@@ -1,0 +1,32 @@
+"""DVC stage `lt_index`: write data/splits/<split>.json for every split of the active profile.
+
+Reads only the training labels, so no split can ever contain a test image.
+"""
+
+from pathlib import Path
+
+from ltcifar.config import active_profile, load
+from ltcifar.datasets import load_prepared
+from ltcifar.errors import run_stage
+from ltcifar.lt_index import build_index, write_index
+
+OUT = Path("data/splits")
+
+
+def main() -> None:
+    splits = active_profile(load())["splits"]
+    for stale in OUT.glob("*.json"):
+        if stale.stem not in splits:
+            stale.unlink()
+    for name, spec in splits.items():
+        data = load_prepared(spec["dataset"])
+        index = build_index(name, spec, data["y_train"], data["classes"].tolist())
+        write_index(index, OUT / f"{name}.json")
+        print(
+            f"{name}: {spec['dataset']} {spec['profile']}, {index['total_train']} train / "
+            f"{index['total_val']} val, counts {index['counts'][0]}..{index['counts'][-1]}"
+        )
+
+
+if __name__ == "__main__":
+    run_stage(main)

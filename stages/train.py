@@ -1,0 +1,63 @@
+"""DVC stage `train` / `train_runs@<run>`: train every seed of one run, resumably.
+
+Usage: python -m stages.train <run>   (<run> is `candidate` or a key of params.yaml `runs`)
+Writes models/<run>/seed<k>.pt and DVCLive logs under logs/<run>/seed<k>/. A killed stage
+resumes from checkpoints/<run>/seed<k>.pt when re-run with the same config.
+"""
+
+import sys
+from pathlib import Path
+
+from ltcifar.config import load, resolve_run
+from ltcifar.data import load_split
+from ltcifar.engine import save_atomic, select_device, train
+from ltcifar.errors import run_stage
+
+
+def dvclive_logger(run: str, seed: int):
+    """Per-epoch DVCLive logging, so `dvc plots` and `dvc exp show` see the curves."""
+    from dvclive import Live
+
+    live = Live(f"logs/{run}/seed{seed}", save_dvc_exp=False, dvcyaml=None, report=None)
+
+    def log(epoch: int, row: dict[str, float]) -> None:
+        live.step = epoch
+        for key, value in row.items():
+            live.log_metric(key, value)
+        live.next_step()
+
+    return live, log
+
+
+def main() -> None:
+    run = sys.argv[1] if len(sys.argv) > 1 else "candidate"
+    cfg = resolve_run(load(), run)
+    device = select_device()
+    data = load_split(cfg["split"], device)
+    print(
+        f"{run}: {cfg['model']} / {cfg['loss']} / {cfg['sampler']} / {cfg['mixup']} on split "
+        f"{cfg['split']} ({cfg['split_spec']['dataset']}, {len(data.y)} train, "
+        f"{len(data.y_val)} val), "
+        f"{cfg['epochs']} epochs, device {device}"
+    )
+    for seed in cfg["seeds"]:
+        ckpt = Path("checkpoints") / run / f"seed{seed}.pt"
+        live, log = dvclive_logger(run, seed)
+        result = train(cfg, data, seed, device, ckpt_path=ckpt, log=log)
+        live.end()
+        save_atomic(
+            {
+                "state_dict": result.state_dict,
+                "config": cfg,
+                "seed": seed,
+                "classes": data.classes,
+                "in_channels": data.in_channels,
+                "selected_epoch": result.selected_epoch,
+            },
+            Path("models") / run / f"seed{seed}.pt",
+        )
+        ckpt.unlink(missing_ok=True)
+
+
+if __name__ == "__main__":
+    run_stage(main)

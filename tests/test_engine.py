@@ -1,0 +1,137 @@
+"""The engine: a resumed run equals an uninterrupted one, seeds reproduce, and it learns."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ltcifar.config import RECIPE
+from ltcifar.data import SplitData
+from ltcifar.datasets import DATASETS
+from ltcifar.engine import predict, train
+from ltcifar.metrics import confusion, summarize
+from ltcifar.models import build_model
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def recipe(**over) -> dict:
+    cfg = {k: f.default for k, f in RECIPE.items()}
+    cfg.update(
+        name="t",
+        split="s",
+        loss="cross_entropy",
+        sampler="instance",
+        mixup="none",
+        model="resnet20",
+        epochs=3,
+        batch_size=32,
+        warmup_epochs=1,
+        milestones=[2],
+        checkpoint_every=1,
+        eval_batch_size=256,
+    )
+    cfg.update(over)
+    return cfg
+
+
+def make_split(x: np.ndarray, y: np.ndarray, n_val: int, num_classes: int) -> SplitData:
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    mean = t(x.reshape(-1, x.shape[-1]).mean(0).astype(np.float32)).view(1, -1, 1, 1)
+    std = t(x.reshape(-1, x.shape[-1]).std(0).astype(np.float32)).view(1, -1, 1, 1)
+    return SplitData(
+        x=t(x[n_val:]),
+        y=t(y[n_val:]),
+        x_val=t(x[:n_val]),
+        y_val=t(y[:n_val]),
+        counts=torch.bincount(t(y[n_val:]), minlength=num_classes),
+        mean=mean,
+        std=std,
+        classes=[str(i) for i in range(num_classes)],
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny() -> SplitData:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 192)
+    x = (rng.integers(0, 60, (192, 16, 16, 3)) + 50 * y[:, None, None, None]).astype(np.uint8)
+    return make_split(x, y, 32, 4)
+
+
+def strip_speed(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "img_per_s"} for row in history]
+
+
+def test_same_seed_same_result(tiny):
+    a = train(recipe(), tiny, 0, torch.device("cpu"))
+    b = train(recipe(), tiny, 0, torch.device("cpu"))
+    c = train(recipe(), tiny, 1, torch.device("cpu"))
+    assert strip_speed(a.history) == strip_speed(b.history)
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert strip_speed(a.history) != strip_speed(c.history)
+
+
+def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
+    cfg = recipe(epochs=4, checkpoint="best_val")
+    full = train(cfg, tiny, 0, torch.device("cpu"))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_two(epoch: int, row: dict) -> None:
+        if epoch == 2:
+            raise Killed
+
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(Killed):
+        train(cfg, tiny, 0, torch.device("cpu"), ckpt_path=ckpt, log=kill_after_two)
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    logged = []
+    resumed = train(
+        cfg, tiny, 0, torch.device("cpu"), ckpt_path=ckpt, log=lambda e, row: logged.append(e)
+    )
+    assert logged == [0, 1, 2, 3]  # the killed epochs' logs are replayed, none is missing
+    assert strip_speed(resumed.history) == strip_speed(full.history)
+    assert resumed.selected_epoch == full.selected_epoch
+    assert all(torch.equal(resumed.state_dict[k], full.state_dict[k]) for k in full.state_dict)
+
+
+def test_checkpoint_of_another_config_is_not_resumed(tiny, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    train(recipe(epochs=1), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    run = train(recipe(epochs=2, lr=0.05), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    assert len(run.history) == 2
+    fresh = train(recipe(epochs=2, lr=0.05), tiny, 0, torch.device("cpu"))
+    assert strip_speed(run.history) == strip_speed(fresh.history)
+
+
+def test_best_val_needs_validation(tiny):
+    no_val = make_split(tiny.x.numpy(), tiny.y.numpy(), 0, 4)
+    with pytest.raises(Exception, match="best_val needs a validation set"):
+        train(recipe(checkpoint="best_val"), no_val, 0, torch.device("cpu"))
+
+
+@pytest.mark.skipif(not FASHION.exists(), reason="needs the dataset-fashion-mnist package")
+def test_learns_fashion_mnist_subset():
+    arrays = DATASETS["fashion_mnist"].read(FASHION)
+    rng = np.random.default_rng(0)
+    pick = rng.permutation(60000)[:2200]
+    data = make_split(arrays["x_train"][pick], arrays["y_train"][pick], 200, 10)
+    result = train(
+        recipe(epochs=3, batch_size=64, schedule="cosine", milestones=[]),
+        data,
+        0,
+        torch.device("cpu"),
+    )
+    model = build_model("resnet20", 10, 1)
+    model.load_state_dict(result.state_dict)
+    x_test = torch.from_numpy(arrays["x_test"][:2000].copy())
+    y_test = torch.from_numpy(arrays["y_test"][:2000].copy())
+    logits = predict(model, x_test, data.mean, data.std, recipe())
+    scores = summarize(confusion(y_test, logits.argmax(1), 10).numpy())
+    assert scores["accuracy"] > 0.6, scores  # chance is 0.1
+    assert result.history[-1]["val/accuracy"] > 0.6
