@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ltcifar.datasets import DATASETS
 from ltcifar.losses import LOSSES
+from ltcifar.methods import check
 from ltcifar.mixup import MIXUPS
 from ltcifar.models import MODELS
 from ltcifar.params import REQUIRED, Field, MapOf, ParamsError, read_yaml, validate
@@ -34,8 +35,22 @@ RECIPE = {
     "milestones": Field(int, [160, 180], list_of=True),
     "gamma": Field(float, 0.1),
     "warmup_epochs": Field(int, 5),
-    "label_smoothing": Field(float, 0.0),
+    "seeds": Field(int, [0], list_of=True),
     "shortcut": Field(("A", "B"), "A"),
+    "head": Field(("linear", "cosine"), "linear"),
+    "label_smoothing": Field(float, 0.0),
+    "weighting": Field(("effective", "inverse"), "effective"),
+    "beta": Field(float, 0.9999),
+    "focal_gamma": Field(float, 1.0),
+    "la_tau": Field(float, 1.0),
+    "posthoc_tau": Field(float, 0.0),
+    "ldam_max_margin": Field(float, 0.5),
+    "ldam_scale": Field(float, 30.0),
+    "drw_from": Field(float, 1.0),
+    "drs_from": Field(float, 1.0),
+    "mixup_alpha": Field(float, 1.0),
+    "balanced_mixup_alpha": Field(float, 0.2),
+    "cutmix_alpha": Field(float, 1.0),
     "augment": Field(bool, True),
     "pad_mode": Field(("reflect", "zeros"), "zeros"),
     "checkpoint": Field(("best_val", "last"), "last"),
@@ -53,7 +68,7 @@ METHOD = {
     "loss": Field(_choices(LOSSES), "cross_entropy"),
     "sampler": Field(_choices(SAMPLERS), "instance"),
     "mixup": Field(_choices(MIXUPS), "none"),
-    "seeds": Field(int, [0], list_of=True),
+    "seeds": RECIPE["seeds"],
 }
 
 SPLIT = {
@@ -119,15 +134,17 @@ def _check(params: dict) -> dict:
         params["runs"][name] = validate(run, RUN, f"runs.{name}.", partial=True)
     runs = {CANDIDATE: {k: params[k] for k in METHOD}, **params["runs"]}
     for name, run in runs.items():
-        where = "split" if name == CANDIDATE else f"runs.{name}"
+        split_key = "split" if name == CANDIDATE else f"runs.{name}.split"
         if "split" not in run:
-            raise ParamsError(f"missing key {where}.split")
+            raise ParamsError(f"missing key {split_key}")
         for pname, prof in params["profiles"].items():
             if run["split"] not in prof["splits"]:
                 raise ParamsError(
-                    f"{where}.split = {run['split']!r} is not defined in profiles.{pname}.splits; "
+                    f"{split_key} = {run['split']!r} is not defined in profiles.{pname}.splits; "
                     f"choose one of: {', '.join(prof['splits'])}"
                 )
+            where = "the candidate" if name == CANDIDATE else f"runs.{name}"
+            check(resolve_run(params, name, pname), f"{where} (profile {pname})")
     return params
 
 
@@ -136,22 +153,22 @@ def load(path: str | Path = "params.yaml") -> dict:
     return _check(validate(read_yaml(path), SCHEMA))
 
 
-def active_profile(params: dict) -> dict:
-    return params["profiles"][params["profile"]]
+def active_profile(params: dict, profile: str | None = None) -> dict:
+    return params["profiles"][profile or params["profile"]]
 
 
 def run_names(params: dict) -> list[str]:
     return [CANDIDATE, *params["runs"]]
 
 
-def resolve_run(params: dict, name: str) -> dict:
+def resolve_run(params: dict, name: str, profile: str | None = None) -> dict:
     """The full config of one run: recipe <- profile recipe <- the run's own overrides."""
     if name != CANDIDATE and name not in params["runs"]:
         raise ParamsError(f"unknown run {name!r}; choose one of: {', '.join(run_names(params))}")
     overrides = {k: params[k] for k in METHOD} if name == CANDIDATE else params["runs"][name]
     overrides = {k: v for k, v in overrides.items() if not (k == "model" and v == "auto")}
     defaults = {k: f.default for k, f in METHOD.items() if f.default is not REQUIRED}
-    cfg = {**defaults, **params["recipe"], **active_profile(params)["recipe"], **overrides}
-    cfg["name"] = name
-    cfg["split_spec"] = active_profile(params)["splits"][cfg["split"]]
+    prof = active_profile(params, profile)
+    cfg = {**defaults, **params["recipe"], **prof["recipe"], **overrides, "name": name}
+    cfg["split_spec"] = prof["splits"].get(cfg["split"])
     return cfg

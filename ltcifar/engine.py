@@ -22,7 +22,8 @@ from tqdm import tqdm
 from ltcifar.augment import crop_flip, to_input
 from ltcifar.data import SplitData
 from ltcifar.errors import PipelineError
-from ltcifar.losses import LOSSES
+from ltcifar.losses import build_loss, log_prior
+from ltcifar.methods import sampler_for
 from ltcifar.metrics import confusion, summarize
 from ltcifar.mixup import MIXUPS
 from ltcifar.models import build_model
@@ -57,18 +58,30 @@ def lr_factor(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
 
 
 def predict(
-    model: torch.nn.Module, x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, cfg: dict
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    cfg: dict,
+    counts: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Logits (fp32) of uint8 images, in large batches under inference_mode."""
+    """Logits (fp32) of uint8 images, in large batches under inference_mode.
+
+    With ``counts`` and ``posthoc_tau > 0``, returns post-hoc logit-adjusted scores
+    z - tau log pi (Menon et al. 2021), whose argmax is the balanced-error prediction.
+    """
     model.eval()
     bs = cfg["eval_batch_size"]
     with torch.inference_mode(), _autocast(x.device, cfg):
-        return torch.cat(
+        logits = torch.cat(
             [
                 model(to_input(x[i : i + bs], mean, std, cfg["channels_last"])).float()
                 for i in range(0, len(x), bs)
             ]
         )
+    if counts is not None and cfg["posthoc_tau"] > 0:
+        logits = logits - cfg["posthoc_tau"] * log_prior(counts.to(logits.device))
+    return logits
 
 
 def _autocast(device: torch.device, cfg: dict):
@@ -93,7 +106,7 @@ class TrainResult:
 def _validate(model, data: SplitData, cfg: dict) -> dict[str, float]:
     if len(data.y_val) == 0:
         return {}
-    logits = predict(model, data.x_val, data.mean, data.std, cfg)
+    logits = predict(model, data.x_val, data.mean, data.std, cfg, data.counts)
     conf = confusion(data.y_val, logits.argmax(1), data.num_classes).cpu().numpy()
     loss = F.cross_entropy(logits, data.y_val).item()
     return {"val/loss": loss, **{f"val/{k}": v for k, v in summarize(conf).items()}}
@@ -120,7 +133,7 @@ def train(
     gen = torch.Generator(device).manual_seed(seed)
     C, n, bs = data.num_classes, len(data.y), min(cfg["batch_size"], len(data.y))
     steps = n // bs
-    model = build_model(cfg["model"], C, data.in_channels, cfg["shortcut"]).to(device)
+    model = build_model(cfg["model"], C, data.in_channels, cfg["shortcut"], cfg["head"]).to(device)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     fwd = torch.compile(model) if cfg["compile"] else model
@@ -133,9 +146,20 @@ def train(
         **({"fused": True} if device.type == "cuda" else {"foreach": True}),
     )
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps))
-    loss_fn = LOSSES[cfg["loss"]](data.counts, cfg)
+    loss_fn = build_loss(cfg, data.counts)
     mix = MIXUPS[cfg["mixup"]](cfg)
-    sampler = SAMPLERS[cfg["sampler"]]
+
+    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Augmented, normalised images and one-hot targets of the given indices."""
+        xb = data.x[idx]
+        if cfg["augment"]:
+            xb = crop_flip(xb, gen, 4, cfg["pad_mode"])
+        x = to_input(xb, data.mean, data.std, cfg["channels_last"])
+        return x, F.one_hot(data.y[idx], C).float()
+
+    def balanced_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch(SAMPLERS["class_balanced"](data.y, data.counts, 0, 1, gen)[:n])
+
     history: list[dict[str, float]] = []
     best = {"score": -1.0, "epoch": -1, "state": None}
     start, fp = 0, fingerprint({**cfg, "seed": seed})
@@ -164,28 +188,21 @@ def train(
     for epoch in range(start, cfg["epochs"]):
         model.train()
         t0 = time.perf_counter()
-        order = sampler(data.y, C, epoch, cfg["epochs"], gen)
+        order = SAMPLERS[sampler_for(cfg, epoch)](data.y, data.counts, epoch, cfg["epochs"], gen)
         loss_sum = torch.zeros((), device=device)
         conf = torch.zeros(C, C, dtype=torch.long, device=device)
         for s in range(steps):
             idx = order[s * bs : (s + 1) * bs]
-            xb, yb = data.x[idx], data.y[idx]
-            if cfg["augment"]:
-                xb = crop_flip(xb, gen, 4, cfg["pad_mode"])
-            xb, targets = mix(
-                to_input(xb, data.mean, data.std, cfg["channels_last"]),
-                F.one_hot(yb, C).float(),
-                gen=gen,
-            )
+            xb, targets = mix(*batch(idx), gen, balanced_batch)
             with _autocast(device, cfg):
                 logits = fwd(xb)
-            loss = loss_fn(logits, targets)
+            loss = loss_fn(logits, targets, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             loss_sum += loss.detach()
-            conf += confusion(yb, logits.detach().argmax(1), C)
+            conf += confusion(data.y[idx], logits.detach().argmax(1), C)
             bar.update(bs)
         row = {
             "train/loss": loss_sum.item() / steps,
@@ -230,6 +247,22 @@ def train(
     if cfg["checkpoint"] == "best_val":
         return TrainResult(best["state"], history, best["epoch"])
     return TrainResult(model.state_dict(), history, cfg["epochs"] - 1)
+
+
+def load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
+    """A model saved by the train stage, rebuilt from the config saved beside its weights."""
+    if not path.exists():
+        raise PipelineError(f"{path} not found; run `dvc repro` on the train stage of this run")
+    saved = torch.load(path, map_location=device, weights_only=False)
+    cfg = saved["config"]
+    model = build_model(
+        cfg["model"], len(saved["classes"]), saved["in_channels"], cfg["shortcut"], cfg["head"]
+    )
+    model.load_state_dict(saved["state_dict"])
+    model = model.to(
+        device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format
+    )
+    return model, saved
 
 
 def save_atomic(obj: object, path: Path) -> None:

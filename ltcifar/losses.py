@@ -1,8 +1,9 @@
 """Losses on soft targets, registered under their params names.
 
-Every loss takes ``(logits, targets)`` with ``targets`` a (B, C) probability matrix, so mixup's
-soft targets compose with every loss. Prior-based losses (Balanced Softmax) act on the logits,
-never on the targets, which is what keeps them correct under mixup.
+Every loss maps ``(logits, targets)`` to per-sample losses, with ``targets`` a (B, C) probability
+matrix, so mixup's soft targets compose with every loss. Prior-based losses (Balanced Softmax,
+logit adjustment, LDAM's margins) act on the logits, never on the targets: that is what keeps
+them correct under mixup. Class re-weighting (weighted CE, DRW) is one shared reduction.
 """
 
 from collections.abc import Callable
@@ -12,31 +13,108 @@ import torch.nn.functional as F
 
 from ltcifar.registry import Registry
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+PerSample = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 LOSSES = Registry("loss")
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of -sum_c t_c log softmax(z)_c, computed in fp32 for stability."""
-    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1).mean()
+    """Per-sample -sum_c t_c log softmax(z)_c, in fp32 for stability under bf16 autocast."""
+    return -(targets * F.log_softmax(logits.float(), dim=1)).sum(1)
+
+
+def log_prior(counts: torch.Tensor) -> torch.Tensor:
+    return torch.log(counts.float() / counts.sum())
+
+
+def class_weights(counts: torch.Tensor, scheme: str, beta: float) -> torch.Tensor:
+    """Per-class weights summing to C: inverse frequency, or Cui et al. 2019's effective number
+    (1 - beta) / (1 - beta^n), the weights of LDAM-DRW's deferred re-weighting (beta 0.9999)."""
+    n = counts.double().clamp_min(1)
+    w = 1.0 / n if scheme == "inverse" else (1 - beta) / (1 - beta**n)
+    return (w / w.sum() * len(n)).float()
+
+
+def weighted_mean(
+    losses: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """sum_i w_i l_i / sum_i w_i with w_i = sum_c t_ic w_c, as ``F.cross_entropy(weight=...)``."""
+    w = targets @ weights
+    return (w * losses).sum() / w.sum()
 
 
 @LOSSES.register("cross_entropy")
-def cross_entropy(counts: torch.Tensor, cfg: dict) -> LossFn:
+def cross_entropy(counts: torch.Tensor, cfg: dict) -> PerSample:
     eps = cfg["label_smoothing"]
+    return lambda z, t: soft_cross_entropy(z, t * (1 - eps) + eps / t.shape[1])
 
-    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return soft_cross_entropy(logits, targets * (1 - eps) + eps / targets.shape[1])
+
+@LOSSES.register("weighted_ce")
+def weighted_ce(counts: torch.Tensor, cfg: dict) -> PerSample:
+    """CE re-weighted from the first epoch (inverse frequency or effective number)."""
+    w = class_weights(counts, cfg["weighting"], cfg["beta"]).to(counts.device)
+
+    def loss(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        wi = t @ w
+        return soft_cross_entropy(z, t) * wi / wi.mean()
+
+    return loss
+
+
+@LOSSES.register("focal")
+def focal(counts: torch.Tensor, cfg: dict) -> PerSample:
+    """Lin et al. 2017: -sum_c t_c (1 - p_c)^gamma log p_c; gamma = 0 is CE."""
+    gamma = cfg["focal_gamma"]
+
+    def loss(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(z.float(), dim=1)
+        return -(t * (1 - logp.exp()).pow(gamma) * logp).sum(1)
 
     return loss
 
 
 @LOSSES.register("balanced_softmax")
-def balanced_softmax(counts: torch.Tensor, cfg: dict) -> LossFn:
+def balanced_softmax(counts: torch.Tensor, cfg: dict) -> PerSample:
     """Ren et al. 2020: softmax over z + log n_c, i.e. CE on logits plus the log class prior."""
-    log_prior = torch.log(counts.float() / counts.sum())
+    prior = log_prior(counts)
+    return lambda z, t: soft_cross_entropy(z.float() + prior, t)
 
-    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return soft_cross_entropy(logits.float() + log_prior, targets)
+
+@LOSSES.register("logit_adjusted")
+def logit_adjusted(counts: torch.Tensor, cfg: dict) -> PerSample:
+    """Menon et al. 2021: CE on z + tau log pi; tau = 1 is Balanced Softmax."""
+    prior = cfg["la_tau"] * log_prior(counts)
+    return lambda z, t: soft_cross_entropy(z.float() + prior, t)
+
+
+def ldam_margins(counts: torch.Tensor, max_margin: float) -> torch.Tensor:
+    """Cao et al. 2019: m_c proportional to n_c^(-1/4), the largest equal to ``max_margin``."""
+    m = counts.double().clamp_min(1) ** -0.25
+    return (m * (max_margin / m.max())).float()
+
+
+@LOSSES.register("ldam")
+def ldam(counts: torch.Tensor, cfg: dict) -> PerSample:
+    """CE on s * (z - m_y e_y): the true class's logit lowered by its margin, then scaled.
+
+    With soft targets the margin is subtracted in proportion to each class's target mass.
+    The scale s assumes a cosine classifier (``head: cosine``), as in the LDAM-DRW code.
+    """
+    m, s = ldam_margins(counts, cfg["ldam_max_margin"]), cfg["ldam_scale"]
+    return lambda z, t: soft_cross_entropy(s * (z.float() - t * m), t)
+
+
+def build_loss(cfg: dict, counts: torch.Tensor) -> LossFn:
+    """The run's loss as ``loss(logits, targets, epoch)``, mean-reduced, with deferred
+    re-weighting (DRW) from epoch ``round(drw_from * epochs)`` when ``drw_from < 1``."""
+    per_sample = LOSSES[cfg["loss"]](counts, cfg)
+    drw_epoch = round(cfg["drw_from"] * cfg["epochs"]) if cfg["drw_from"] < 1 else None
+    weights = class_weights(counts, cfg["weighting"], cfg["beta"]).to(counts.device)
+
+    def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
+        losses = per_sample(logits, targets)
+        if drw_epoch is not None and epoch >= drw_epoch:
+            return weighted_mean(losses, targets, weights)
+        return losses.mean()
 
     return loss

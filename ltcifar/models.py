@@ -53,6 +53,17 @@ class BasicBlock(nn.Module):
         return F.relu(out)
 
 
+class CosineHead(nn.Module):
+    """Cosine classifier (LDAM-DRW's NormedLinear): logits are cos(feature, class weight)."""
+
+    def __init__(self, features: int, num_classes: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(features, num_classes).uniform_(-1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
+
+
 class CifarNet(nn.Module):
     def __init__(
         self,
@@ -61,9 +72,10 @@ class CifarNet(nn.Module):
         in_channels: int = 3,
         residual: bool = True,
         shortcut: str = "A",
+        head: str = "linear",
     ) -> None:
         super().__init__()
-        if (depth - 2) % 6:
+        if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n+2, got {depth}")
         if shortcut not in ("A", "B"):
             raise ValueError(f"shortcut must be 'A' or 'B', got {shortcut!r}")
@@ -78,10 +90,12 @@ class CifarNet(nn.Module):
                 blocks.append(BasicBlock(cin, cout, stride, residual, shortcut))
                 cin = cout
         self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(64, num_classes)
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
+            if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
+        self.fc = nn.Linear(64, num_classes) if head == "linear" else CosineHead(64, num_classes)
+        if head == "linear":
+            nn.init.kaiming_normal_(self.fc.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
@@ -89,8 +103,10 @@ class CifarNet(nn.Module):
 
 
 def _register(name: str, depth: int, residual: bool) -> None:
-    def build(num_classes: int, in_channels: int = 3, shortcut: str = "A") -> CifarNet:
-        return CifarNet(depth, num_classes, in_channels, residual, shortcut)
+    def build(
+        num_classes: int, in_channels: int = 3, shortcut: str = "A", head: str = "linear"
+    ) -> CifarNet:
+        return CifarNet(depth, num_classes, in_channels, residual, shortcut, head)
 
     build.__doc__ = f"{name}: depth {depth}, {'with' if residual else 'without'} skip connections."
     MODELS.register(name)(build)
@@ -103,7 +119,7 @@ for _depth in (20, 56):
 
 
 def build_model(
-    name: str, num_classes: int, in_channels: int = 3, shortcut: str = "A"
+    name: str, num_classes: int, in_channels: int = 3, shortcut: str = "A", head: str = "linear"
 ) -> nn.Module:
     """Build a registered model by its params name."""
-    return MODELS[name](num_classes=num_classes, in_channels=in_channels, shortcut=shortcut)
+    return MODELS[name](num_classes, in_channels=in_channels, shortcut=shortcut, head=head)

@@ -1,12 +1,17 @@
 """Per-epoch index draws on the device, registered under their params names.
 
-A sampler returns the whole epoch's indices in one tensor op, so the hot loop only slices it.
+A sampler returns the whole epoch's indices (as many as there are images) in one tensor op, so
+the hot loop only slices it. All but ``instance`` are one rule, "class c has probability q_c",
+differing only in q: uniform, proportional to sqrt(n_c), or moving from n_c/N to uniform.
 """
+
+from collections.abc import Callable
 
 import torch
 
 from ltcifar.registry import Registry
 
+Sampler = Callable[[torch.Tensor, torch.Tensor, int, int, torch.Generator], torch.Tensor]
 SAMPLERS = Registry("sampler")
 
 
@@ -15,22 +20,39 @@ def class_weighted_draw(
 ) -> torch.Tensor:
     """Draw n indices with replacement so that class c appears with probability class_probs[c]."""
     counts = torch.bincount(labels, minlength=class_probs.numel()).clamp_min(1)
-    weights = (class_probs / counts)[labels]
-    return torch.multinomial(weights, n, replacement=True, generator=gen)
+    return torch.multinomial((class_probs / counts)[labels], n, replacement=True, generator=gen)
+
+
+def _by_class_probs(probs: Callable[[torch.Tensor, float], torch.Tensor]) -> Sampler:
+    def draw(labels, counts, epoch, epochs, gen):
+        q = probs(counts.double(), epoch / max(epochs - 1, 1))
+        return class_weighted_draw(labels, (q / q.sum()).float(), labels.numel(), gen)
+
+    draw.__doc__ = probs.__doc__
+    return draw
 
 
 @SAMPLERS.register("instance")
-def instance(
-    labels: torch.Tensor, num_classes: int, epoch: int, epochs: int, gen: torch.Generator
-) -> torch.Tensor:
+def instance(labels, counts, epoch, epochs, gen) -> torch.Tensor:
     """Every image once per epoch, in a fresh random order (plain shuffling)."""
     return torch.randperm(labels.numel(), device=labels.device, generator=gen)
 
 
-@SAMPLERS.register("class_balanced")
-def class_balanced(
-    labels: torch.Tensor, num_classes: int, epoch: int, epochs: int, gen: torch.Generator
-) -> torch.Tensor:
-    """Each class equally likely per draw; an epoch has as many draws as images."""
-    probs = torch.full((num_classes,), 1.0 / num_classes, device=labels.device)
-    return class_weighted_draw(labels, probs, labels.numel(), gen)
+def class_balanced_probs(n: torch.Tensor, progress: float) -> torch.Tensor:
+    """Uniform over classes."""
+    return torch.ones_like(n)
+
+
+def sqrt_probs(n: torch.Tensor, progress: float) -> torch.Tensor:
+    """Square-root frequency: q_c proportional to sqrt(n_c)."""
+    return n.sqrt()
+
+
+def progressive_probs(n: torch.Tensor, progress: float) -> torch.Tensor:
+    """Kang et al. 2020: q_c(t) = (1 - t/T) n_c/N + (t/T)/C, instance-balanced to class-balanced."""
+    return (1 - progress) * n / n.sum() + progress / len(n)
+
+
+SAMPLERS["class_balanced"] = _by_class_probs(class_balanced_probs)
+SAMPLERS["sqrt"] = _by_class_probs(sqrt_probs)
+SAMPLERS["progressive"] = _by_class_probs(progressive_probs)

@@ -16,28 +16,22 @@ import torch
 
 from ltcifar.config import load, resolve_run
 from ltcifar.datasets import load_prepared
-from ltcifar.engine import predict, select_device
-from ltcifar.errors import PipelineError, run_stage
+from ltcifar.engine import load_trained, predict, select_device
+from ltcifar.errors import run_stage
 from ltcifar.lt_index import read_index
 from ltcifar.metrics import confusion, per_class, shot_accuracy, shot_groups, summarize
-from ltcifar.models import build_model
 
 
-def score_seed(path: Path, x: torch.Tensor, y: torch.Tensor, prepared, cfg: dict) -> np.ndarray:
-    """The test confusion matrix of one saved model."""
-    if not path.exists():
-        raise PipelineError(f"{path} not found; run `dvc repro` on the train stage of this run")
-    saved = torch.load(path, map_location=x.device, weights_only=False)
-    num_classes = len(saved["classes"])
-    model = build_model(cfg["model"], num_classes, saved["in_channels"], cfg["shortcut"])
-    model.load_state_dict(saved["state_dict"])
-    if cfg["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
+def score_seed(
+    path: Path, x: torch.Tensor, y: torch.Tensor, prepared, counts: list[int]
+) -> np.ndarray:
+    """The test confusion matrix of one saved model (post-hoc adjusted if its config says so)."""
+    model, saved = load_trained(path, x.device)
     mean, std = (
         torch.from_numpy(prepared[k] * 255).to(x.device).view(1, -1, 1, 1) for k in ("mean", "std")
     )
-    logits = predict(model.to(x.device), x, mean, std, cfg)
-    return confusion(y, logits.argmax(1), num_classes).cpu().numpy()
+    logits = predict(model, x, mean, std, saved["config"], torch.tensor(counts))
+    return confusion(y, logits.argmax(1), len(saved["classes"])).cpu().numpy()
 
 
 def main() -> None:
@@ -56,7 +50,7 @@ def main() -> None:
     )
     per_seed, confs = {}, []
     for seed in cfg["seeds"]:
-        conf = score_seed(Path("models") / run / f"seed{seed}.pt", x, y, data, cfg)
+        conf = score_seed(Path("models") / run / f"seed{seed}.pt", x, y, data, index["counts"])
         confs.append(conf)
         per_seed[f"seed{seed}"] = {**summarize(conf), **shot_accuracy(conf, groups)}
     table = pd.DataFrame(per_seed).T

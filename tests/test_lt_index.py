@@ -1,0 +1,287 @@
+"""Long-tailed index files: exact published totals, the LDAM-DRW draw, validation hold-out."""
+
+import json
+
+import numpy as np
+import pytest
+
+from ltcifar.config import SPLIT
+from ltcifar.errors import PipelineError
+from ltcifar.lt_index import build_index, class_counts, read_index, write_index
+from ltcifar.params import validate
+
+CIFAR10_EXP100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+
+
+def shuffled_labels(num_classes: int, per_class: int, seed: int = 123) -> np.ndarray:
+    """Labels shaped like a CIFAR training set: per_class images of each class, shuffled."""
+    labels = np.repeat(np.arange(num_classes, dtype=np.int64), per_class)
+    np.random.default_rng(seed).shuffle(labels)
+    return labels
+
+
+@pytest.fixture(scope="module")
+def cifar10_labels() -> np.ndarray:
+    return shuffled_labels(10, 5000)
+
+
+@pytest.fixture(scope="module")
+def cifar100_labels() -> np.ndarray:
+    return shuffled_labels(100, 500)
+
+
+def names(num_classes: int) -> list[str]:
+    return [f"class{c}" for c in range(num_classes)]
+
+
+def index(name: str, labels: np.ndarray, **spec) -> dict:
+    full = validate(spec, SPLIT)
+    return build_index(name, full, labels, names(int(labels.max()) + 1))
+
+
+def check_consistent(idx: dict, labels: np.ndarray) -> None:
+    """Counts match the lists, indices carry their class's label, train and val are disjoint."""
+    train_all, val_all = [], []
+    for c, (tr, va) in enumerate(zip(idx["train_indices"], idx["val_indices"], strict=True)):
+        assert len(tr) == idx["counts"][c]
+        assert len(va) == idx["val_counts"][c]
+        assert len(set(tr)) == len(tr) and len(set(va)) == len(va)
+        assert np.all(labels[tr] == c)
+        assert np.all(labels[va] == c)
+        train_all += tr
+        val_all += va
+    assert not set(train_all) & set(val_all)
+    assert len(train_all) == idx["total_train"] == sum(idx["counts"])
+    assert len(val_all) == idx["total_val"] == sum(idx["val_counts"])
+
+
+def test_class_counts_formula():
+    spec = {"profile": "exp", "imbalance": 100.0}
+    expected = [int(5000 * 0.01 ** (i / 9)) for i in range(10)]
+    assert class_counts(spec, 10, 5000) == expected == CIFAR10_EXP100
+    step = {"profile": "step", "k": 3, "n_min": 7}
+    assert class_counts(step, 5, 100) == [100, 100, 100, 7, 7]
+    assert class_counts({"profile": "none"}, 4, 9) == [9, 9, 9, 9]
+
+
+def test_cifar10_lt_exp100(cifar10_labels):
+    idx = index(
+        "exp100",
+        cifar10_labels,
+        dataset="cifar10",
+        profile="exp",
+        n_max=5000,
+        imbalance=100,
+        sampling="ldam",
+        val_policy="exact",
+    )
+    assert idx["counts"] == CIFAR10_EXP100
+    assert idx["total_train"] == 12406
+    assert idx["total_val"] == 0
+    assert idx["split"] == "exp100" and idx["dataset"] == "cifar10"
+    check_consistent(idx, cifar10_labels)
+
+
+def test_cifar100_lt_exp100(cifar100_labels):
+    idx = index(
+        "c100_exp100",
+        cifar100_labels,
+        dataset="cifar100",
+        profile="exp",
+        n_max=500,
+        imbalance=100,
+        sampling="ldam",
+        val_policy="exact",
+    )
+    assert idx["total_train"] == 10847
+    assert idx["counts"][0] == 500 and idx["counts"][-1] == 5
+    assert idx["counts"] == sorted(idx["counts"], reverse=True)
+    check_consistent(idx, cifar100_labels)
+
+
+def test_seed_step_split_exact(cifar10_labels):
+    idx = index(
+        "step",
+        cifar10_labels,
+        dataset="cifar10",
+        profile="step",
+        n_max=5000,
+        n_min=500,
+        k=1,
+        val_policy="exact",
+        val_per_class=0,
+    )
+    assert idx["counts"] == [5000] + [500] * 9
+    assert idx["total_train"] == 9500
+    check_consistent(idx, cifar10_labels)
+
+
+def test_step_reserve_holds_out_balanced_val(cifar10_labels):
+    idx = index(
+        "step",
+        cifar10_labels,
+        dataset="cifar10",
+        profile="step",
+        n_max=5000,
+        n_min=500,
+        k=1,
+        val_per_class=50,
+        val_policy="reserve",
+    )
+    assert idx["n_max_used"] == 4950
+    assert idx["counts"] == [4950] + [500] * 9
+    assert idx["val_counts"] == [50] * 10
+    assert idx["total_val"] == 500
+    check_consistent(idx, cifar10_labels)
+
+
+def test_exact_refuses_unbalanceable_val(cifar10_labels):
+    spec = validate(
+        {
+            "dataset": "cifar10",
+            "profile": "step",
+            "n_max": 5000,
+            "n_min": 500,
+            "val_per_class": 50,
+            "val_policy": "exact",
+        },
+        SPLIT,
+    )
+    with pytest.raises(PipelineError) as err:
+        build_index("mystep", spec, cifar10_labels, names(10))
+    msg = str(err.value)
+    assert "'mystep'" in msg
+    assert "class 0" in msg and "class0" in msg
+    assert "reserve" in msg
+
+
+def test_exact_with_leftovers_takes_val_from_them(cifar10_labels):
+    idx = index(
+        "exp",
+        cifar10_labels,
+        dataset="cifar10",
+        profile="exp",
+        n_max=4000,
+        imbalance=10,
+        val_per_class=100,
+        val_policy="exact",
+    )
+    assert idx["counts"][0] == 4000
+    assert idx["val_counts"] == [100] * 10
+    check_consistent(idx, cifar10_labels)
+
+
+@pytest.mark.parametrize("sampling", ["seeded", "ldam"])
+def test_deterministic_and_seed_dependent(cifar10_labels, sampling):
+    spec = dict(
+        dataset="cifar10",
+        profile="step",
+        n_max=5000,
+        n_min=500,
+        val_per_class=50,
+        sampling=sampling,
+    )
+    a = index("s", cifar10_labels, seed=0, **spec)
+    b = index("s", cifar10_labels, seed=0, **spec)
+    c = index("s", cifar10_labels, seed=1, **spec)
+    assert a == b
+    assert a["counts"] == c["counts"]
+    for c_a, c_c in zip(a["train_indices"][1:], c["train_indices"][1:], strict=True):
+        assert c_a != c_c
+    assert a["val_indices"] != c["val_indices"]
+
+
+def test_sampling_ldam_replays_ldam_drw(cifar10_labels):
+    """Inline replay of LDAM-DRW's IMBALANCECIFAR10.gen_imbalanced_data."""
+    targets = cifar10_labels.copy()
+    state = np.random.get_state()
+    try:
+        np.random.seed(0)
+        classes = np.unique(targets)
+        expected = []
+        for c, n in zip(classes, CIFAR10_EXP100, strict=True):
+            idx = np.where(targets == c)[0]
+            np.random.shuffle(idx)
+            expected.append(set(idx[:n].tolist()))
+    finally:
+        np.random.set_state(state)
+
+    before = np.random.get_state()[1].copy()
+    idx = index(
+        "exp100",
+        cifar10_labels,
+        dataset="cifar10",
+        profile="exp",
+        n_max=5000,
+        imbalance=100,
+        sampling="ldam",
+        val_policy="exact",
+        seed=0,
+    )
+    got = [set(t) for t in idx["train_indices"]]
+    assert got == expected
+    # the replay uses a private RandomState: numpy's global stream is untouched
+    assert np.array_equal(np.random.get_state()[1], before)
+
+    seeded = index(
+        "exp100",
+        cifar10_labels,
+        dataset="cifar10",
+        profile="exp",
+        n_max=5000,
+        imbalance=100,
+        sampling="seeded",
+        val_policy="exact",
+        seed=0,
+    )
+    assert [set(t) for t in seeded["train_indices"][1:]] != expected[1:]
+
+
+def test_none_profile(cifar10_labels):
+    idx = index("bal", cifar10_labels, dataset="cifar10", profile="none", val_per_class=50)
+    assert idx["counts"] == [4950] * 10
+    assert idx["val_counts"] == [50] * 10
+    check_consistent(idx, cifar10_labels)
+
+    idx = index(
+        "bal", cifar10_labels, dataset="cifar10", profile="none", n_max=300, val_per_class=20
+    )
+    assert idx["counts"] == [300] * 10
+    assert idx["val_counts"] == [20] * 10
+    assert idx["total_train"] == 3000
+    check_consistent(idx, cifar10_labels)
+
+
+def test_write_read_round_trip(tmp_path, cifar10_labels):
+    idx = index(
+        "step",
+        cifar10_labels,
+        dataset="cifar10",
+        profile="step",
+        n_max=5000,
+        n_min=500,
+        val_per_class=50,
+    )
+    path = tmp_path / "sub" / "step.json"
+    write_index(idx, path)
+    assert read_index(path) == idx
+    text = path.read_text()
+    assert json.loads(text) == idx
+    assert not list(path.parent.glob("*.tmp"))
+    lines = text.splitlines()
+    # each class's index list sits on one line: 10 train + 10 val lists
+    one_line_lists = []
+    for line in lines:
+        s = line.strip().rstrip(",")
+        if s.startswith("[") and s.endswith("]") and "[" not in s[1:]:
+            one_line_lists.append(json.loads(s))
+    for lst in idx["train_indices"] + idx["val_indices"]:
+        assert lst in one_line_lists
+    assert len(lines) < 100
+    counts_line = next(line for line in lines if line.strip().startswith('"counts"'))
+    assert json.loads(counts_line.split(":", 1)[1].strip().rstrip(",")) == idx["counts"]
+
+
+def test_read_index_missing(tmp_path):
+    with pytest.raises(PipelineError, match="lt_index"):
+        read_index(tmp_path / "nope.json")

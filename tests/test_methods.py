@@ -1,0 +1,229 @@
+"""Each imbalance method pinned to its formula, and the rules of how methods compose."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy import stats
+
+from ltcifar.config import RECIPE, load, resolve_run
+from ltcifar.losses import LOSSES, build_loss, class_weights, ldam_margins
+from ltcifar.methods import check, sampler_for
+from ltcifar.mixup import MIXUPS
+from ltcifar.params import ParamsError
+from ltcifar.samplers import SAMPLERS
+
+COUNTS = torch.tensor([5000, 2000, 800, 300, 120, 50])
+
+
+def cfg(**over) -> dict:
+    return {
+        **{k: f.default for k, f in RECIPE.items()},
+        "loss": "cross_entropy",
+        "sampler": "instance",
+        "mixup": "none",
+        **over,
+    }
+
+
+def batch(n: int = 64, c: int = 6, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(n, c, generator=g) * 3
+    y = torch.randint(0, c, (n,), generator=g)
+    return logits, y, F.one_hot(y, c).float()
+
+
+def mean_loss(name: str, counts=COUNTS, **over) -> torch.Tensor:
+    logits, _, t = batch()
+    return LOSSES[name](counts, cfg(**over))(logits, t).mean()
+
+
+def test_logit_adjusted_tau_1_equals_balanced_softmax_equals_ce_plus_log_prior():
+    logits, y, _ = batch()
+    reference = F.cross_entropy(logits + torch.log(COUNTS / COUNTS.sum()), y)
+    torch.testing.assert_close(mean_loss("balanced_softmax"), reference)
+    torch.testing.assert_close(mean_loss("logit_adjusted", la_tau=1.0), reference)
+    assert not torch.allclose(mean_loss("logit_adjusted", la_tau=0.5), reference)
+
+
+def test_weighted_ce_with_uniform_counts_is_ce():
+    logits, y, _ = batch()
+    flat = torch.full((6,), 100)
+    for scheme in ("effective", "inverse"):
+        torch.testing.assert_close(
+            mean_loss("weighted_ce", flat, weighting=scheme), F.cross_entropy(logits, y)
+        )
+
+
+def test_weighted_ce_matches_torch_weighted_cross_entropy():
+    logits, y, _ = batch()
+    w = class_weights(COUNTS, "inverse", 0.0)
+    torch.testing.assert_close(
+        mean_loss("weighted_ce", weighting="inverse"), F.cross_entropy(logits, y, weight=w)
+    )
+    torch.testing.assert_close(w, (1 / COUNTS.float()) / (1 / COUNTS.float()).sum() * 6)
+
+
+def test_effective_number_weights():
+    beta = 0.999
+    w = class_weights(COUNTS, "effective", beta)
+    e = (1 - beta) / (1 - beta ** COUNTS.double())
+    torch.testing.assert_close(w, (e / e.sum() * 6).float())
+
+
+def test_focal_gamma_0_is_ce_and_gamma_down_weights_easy_examples():
+    logits, y, _ = batch()
+    torch.testing.assert_close(mean_loss("focal", focal_gamma=0.0), F.cross_entropy(logits, y))
+    p = F.softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
+    expected = (-((1 - p) ** 2) * torch.log(p)).mean()
+    torch.testing.assert_close(mean_loss("focal", focal_gamma=2.0), expected)
+
+
+def test_label_smoothing_matches_torch():
+    logits, y, _ = batch()
+    torch.testing.assert_close(
+        mean_loss("cross_entropy", label_smoothing=0.1),
+        F.cross_entropy(logits, y, label_smoothing=0.1),
+    )
+
+
+def test_ldam_margins_and_loss():
+    m = ldam_margins(COUNTS, 0.5)
+    torch.testing.assert_close(
+        m * COUNTS.float() ** 0.25, torch.full((6,), float(m[0] * 5000**0.25))
+    )
+    assert m.max().item() == pytest.approx(0.5) and m.argmax() == 5
+    logits, y, _ = batch()
+    z = logits.clone()
+    z[torch.arange(len(y)), y] -= m[y]
+    torch.testing.assert_close(
+        mean_loss("ldam", ldam_max_margin=0.5, ldam_scale=30.0), F.cross_entropy(30 * z, y)
+    )
+
+
+def test_deferred_reweighting_switches_at_its_epoch():
+    logits, y, t = batch()
+    loss = build_loss(cfg(loss="ldam", head="cosine", drw_from=0.8, epochs=10), COUNTS)
+    plain = build_loss(cfg(loss="ldam", head="cosine"), COUNTS)
+    w = class_weights(COUNTS, "effective", 0.9999)
+    torch.testing.assert_close(loss(logits, t, 7), plain(logits, t, 7))
+    per = LOSSES["ldam"](COUNTS, cfg())(logits, t)
+    torch.testing.assert_close(loss(logits, t, 8), (w[y] * per).sum() / w[y].sum())
+
+
+def draw_class_freqs(name: str, labels: torch.Tensor, counts: torch.Tensor, epoch=0, epochs=1):
+    gen = torch.Generator().manual_seed(0)
+    idx = SAMPLERS[name](labels, counts, epoch, epochs, gen)
+    assert len(idx) == len(labels)
+    return torch.bincount(labels[idx], minlength=len(counts)).numpy()
+
+
+LABELS = torch.repeat_interleave(torch.arange(6), COUNTS)
+
+
+def test_class_balanced_sampler_is_uniform_within_chi2():
+    freq = draw_class_freqs("class_balanced", LABELS, COUNTS)
+    assert stats.chisquare(freq).pvalue > 1e-3
+
+
+def test_sqrt_sampler_is_proportional_to_sqrt_n():
+    freq = draw_class_freqs("sqrt", LABELS, COUNTS)
+    expected = np.sqrt(COUNTS.numpy()) / np.sqrt(COUNTS.numpy()).sum() * freq.sum()
+    assert stats.chisquare(freq, expected).pvalue > 1e-3
+
+
+def test_progressive_sampler_moves_from_instance_to_balanced():
+    start = draw_class_freqs("progressive", LABELS, COUNTS, 0, 11)
+    middle = draw_class_freqs("progressive", LABELS, COUNTS, 5, 11)
+    end = draw_class_freqs("progressive", LABELS, COUNTS, 10, 11)
+    n = COUNTS.numpy() / COUNTS.sum().item()
+    assert stats.chisquare(start, n * start.sum()).pvalue > 1e-3
+    assert stats.chisquare(middle, (0.5 * n + 0.5 / 6) * middle.sum()).pvalue > 1e-3
+    assert stats.chisquare(end).pvalue > 1e-3
+
+
+def test_instance_sampler_is_a_permutation():
+    gen = torch.Generator().manual_seed(0)
+    idx = SAMPLERS["instance"](LABELS, COUNTS, 0, 1, gen)
+    assert torch.equal(idx.sort().values, torch.arange(len(LABELS)))
+
+
+@pytest.mark.parametrize("name", ["mixup", "sampler_mixup", "balanced_mixup", "cutmix", "none"])
+def test_mixed_targets_are_distributions(name):
+    torch.manual_seed(0)
+    x = torch.randn(32, 3, 8, 8)
+    _, _, t = batch(32)
+    balanced = lambda n: (torch.randn(n, 3, 8, 8), F.one_hot(torch.arange(n) % 6, 6).float())  # noqa: E731
+    xm, tm = MIXUPS[name](cfg())(x, t, torch.Generator().manual_seed(0), balanced)
+    assert xm.shape == x.shape
+    torch.testing.assert_close(tm.sum(1), torch.ones(32))
+    assert (tm >= 0).all()
+
+
+def test_balanced_mixup_lambda_is_beta_alpha_1_and_weights_the_balanced_batch():
+    torch.manual_seed(0)
+    alpha, lams = 0.2, []
+    x, t = torch.zeros(4, 1, 2, 2), F.one_hot(torch.zeros(4, dtype=torch.long), 6).float()
+    balanced_x = torch.ones(4, 1, 2, 2)
+
+    def balanced(n):
+        return balanced_x[:n], F.one_hot(torch.full((n,), 5), 6).float()
+
+    mix = MIXUPS["balanced_mixup"](cfg(balanced_mixup_alpha=alpha))
+    for _ in range(2000):
+        xm, tm = mix(x, t, torch.Generator(), balanced)
+        lam = xm.flatten()[0].item()  # 0 * (1 - lam) + 1 * lam
+        assert tm[0, 5].item() == pytest.approx(lam, abs=1e-6)
+        lams.append(lam)
+    assert stats.kstest(lams, stats.beta(alpha, 1).cdf).pvalue > 1e-3
+
+
+def test_engine_balanced_batch_is_class_balanced():
+    gen = torch.Generator().manual_seed(1)
+    freqs = torch.zeros(6)
+    for _ in range(50):
+        idx = SAMPLERS["class_balanced"](LABELS, COUNTS, 0, 1, gen)[:128]
+        freqs += torch.bincount(LABELS[idx], minlength=6)
+    assert stats.chisquare(freqs.numpy()).pvalue > 1e-3
+
+
+def test_sampler_for_epoch():
+    assert sampler_for(cfg(mixup="sampler_mixup"), 0) == "class_balanced"
+    drs = cfg(drs_from=0.5, epochs=10)
+    assert [sampler_for(drs, e) for e in (0, 4, 5, 9)] == ["instance"] * 2 + ["class_balanced"] * 2
+
+
+@pytest.mark.parametrize(
+    "over, reason",
+    [
+        ({"loss": "balanced_softmax", "sampler": "class_balanced"}, "corrects twice"),
+        ({"loss": "logit_adjusted", "drw_from": 0.8}, "corrects twice"),
+        ({"loss": "balanced_softmax", "posthoc_tau": 1.0}, "second time"),
+        ({"mixup": "balanced_mixup", "sampler": "sqrt"}, "set sampler: instance"),
+        ({"mixup": "sampler_mixup", "sampler": "progressive"}, "class-balanced batches"),
+        ({"loss": "weighted_ce", "drw_from": 0.5}, "weight it twice"),
+        ({"loss": "ldam"}, "set head: cosine"),
+        ({"loss": "focal", "label_smoothing": 0.1}, "only applies to cross_entropy"),
+    ],
+)
+def test_invalid_combinations_are_refused_with_a_reason(over, reason):
+    with pytest.raises(ParamsError, match=reason):
+        check(cfg(**over), "runs.x")
+
+
+def test_every_report_run_composes_and_trains_one_step():
+    """Each run of params.yaml builds its loss, sampler and mixup and takes a training step."""
+    from ltcifar.engine import train
+    from tests.test_engine import make_split, recipe
+
+    params = load()
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), [40, 20, 10, 10])
+    x = rng.integers(0, 255, (80, 12, 12, 3)).astype(np.uint8)
+    data = make_split(x[rng.permutation(80)], y, 0, 4)
+    for name in params["runs"]:
+        run = resolve_run(params, name)
+        method_keys = ("loss", "sampler", "mixup", "head", "drw_from", "drs_from")
+        c = recipe(**{k: run[k] for k in method_keys}, epochs=1, batch_size=16, warmup_epochs=0)
+        history = train(c, data, 0, torch.device("cpu")).history
+        assert np.isfinite(history[0]["train/loss"]), name

@@ -1,0 +1,196 @@
+"""params.yaml validation: the repo's file loads, and each mistake fails with a helpful message."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ltcifar.config import CANDIDATE, load, resolve_run, run_names
+from ltcifar.params import ParamsError
+
+PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    with PARAMS.open() as f:
+        return yaml.safe_load(f)
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def load_modified(tmp_path: Path, raw: dict, edit) -> dict:
+    data = copy.deepcopy(raw)
+    edit(data)
+    return load(write(tmp_path, data))
+
+
+def error_of(tmp_path: Path, raw: dict, edit) -> str:
+    with pytest.raises(ParamsError) as err:
+        load_modified(tmp_path, raw, edit)
+    return str(err.value)
+
+
+def test_repo_params_load():
+    params = load(PARAMS)
+    assert params["profile"] in params["profiles"]
+    assert CANDIDATE in run_names(params)
+    for name in run_names(params):
+        cfg = resolve_run(params, name)
+        assert cfg["name"] == name
+        assert cfg["split_spec"]["dataset"] in params["profiles"][params["profile"]]["datasets"]
+
+
+def test_unmodified_copy_loads(tmp_path, raw):
+    assert load_modified(tmp_path, raw, lambda d: None) == load(PARAMS)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ParamsError, match="not found"):
+        load(tmp_path / "nope.yaml")
+
+
+def test_unknown_top_level_key(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d.update(lossy="x"))
+    assert "unknown key lossy" in msg
+    for allowed in ("loss", "recipe", "profiles", "runs", "split", "sampler"):
+        assert allowed in msg.split("allowed keys here:")[1]
+
+
+def test_unknown_loss(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d.update(loss="focal_typo"))
+    assert msg.startswith("loss = 'focal_typo'")
+    assert "balanced_softmax" in msg and "cross_entropy" in msg
+
+
+def test_wrong_type(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d["recipe"].update(epochs="ten"))
+    assert "recipe.epochs" in msg and "'ten'" in msg and "int" in msg
+
+
+def test_bool_is_not_int(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d["recipe"].update(batch_size=True))
+    assert "recipe.batch_size" in msg and "int" in msg
+
+
+def test_int_accepted_for_float(tmp_path, raw):
+    params = load_modified(tmp_path, raw, lambda d: d["recipe"].update(lr=1))
+    assert params["recipe"]["lr"] == 1.0 and isinstance(params["recipe"]["lr"], float)
+
+
+def test_unknown_model(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d.update(model="resnet18"))
+    assert "model = 'resnet18'" in msg
+    assert "resnet20" in msg and "plainnet20" in msg and "auto" in msg
+    msg = error_of(tmp_path, raw, lambda d: d["recipe"].update(model="resnet18"))
+    assert "recipe.model = 'resnet18'" in msg and "resnet32" in msg
+
+
+def test_unknown_model_in_profile_recipe(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d["profiles"]["quick"]["recipe"].update(model="vgg"))
+    assert "profiles.quick.recipe.model = 'vgg'" in msg
+
+
+def test_run_split_not_in_profile(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d["runs"].update(odd={"split": "nosuch"}))
+    assert "runs.odd.split = 'nosuch'" in msg
+    assert "is not defined in profiles." in msg
+    assert "step" in msg.split("choose one of:")[1]
+
+
+def test_candidate_split_not_in_profile(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d.update(split="nosuch"))
+    assert "split = 'nosuch'" in msg and "profiles." in msg
+
+
+def test_unknown_key_in_run(tmp_path, raw):
+    def edit(d):
+        d["runs"] = {"ce": {"split": "step", "losss": "cross_entropy"}}
+
+    msg = error_of(tmp_path, raw, edit)
+    assert "unknown key runs.ce.losss" in msg
+    assert "loss" in msg.split("allowed keys here:")[1]
+
+
+def test_bad_value_in_run(tmp_path, raw):
+    def edit(d):
+        d["runs"] = {"ce": {"split": "step", "sampler": "nope"}}
+
+    msg = error_of(tmp_path, raw, edit)
+    assert "runs.ce.sampler = 'nope'" in msg and "instance" in msg
+
+
+def test_run_without_split(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d.update(runs={"ce": {"loss": "cross_entropy"}}))
+    assert "runs.ce.split" in msg
+
+
+def test_profile_not_in_profiles(tmp_path, raw):
+    def edit(d):
+        d["profile"] = "quick"
+        del d["profiles"]["quick"]
+
+    msg = error_of(tmp_path, raw, edit)
+    assert "profile = 'quick'" in msg and "profiles.quick" in msg
+
+
+def test_unknown_profile_name(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d.update(profile="huge"))
+    assert "profile = 'huge'" in msg and "full" in msg and "quick" in msg
+
+
+def test_split_dataset_not_in_profile_datasets(tmp_path, raw):
+    def edit(d):
+        d["profiles"]["quick"]["splits"]["step"]["dataset"] = "cifar10"
+
+    msg = error_of(tmp_path, raw, edit)
+    assert "profiles.quick.splits.step.dataset" in msg and "cifar10" in msg
+
+
+def test_resolve_run_precedence(tmp_path, raw):
+    def edit(d):
+        d["profile"] = "quick"
+        d["model"] = "auto"
+        d["split"] = "step"
+        d["runs"] = {
+            "ce": {"split": "step", "loss": "cross_entropy"},
+            "own": {"split": "exp100", "model": "plainnet20", "epochs": 3, "momentum": 0.5},
+        }
+
+    params = load_modified(tmp_path, raw, edit)
+    recipe, quick = raw["recipe"], raw["profiles"]["quick"]["recipe"]
+    assert quick["model"] != recipe["model"]
+
+    ce = resolve_run(params, "ce")
+    assert ce["model"] == quick["model"] == "resnet20"  # profile recipe beats recipe
+    assert ce["epochs"] == quick["epochs"]
+    assert ce["momentum"] == recipe["momentum"]  # recipe where the profile is silent
+    assert ce["loss"] == "cross_entropy" and ce["sampler"] == "instance"  # method defaults
+    assert ce["seeds"] == [0]
+    assert ce["split_spec"] == params["profiles"]["quick"]["splits"]["step"]
+
+    own = resolve_run(params, "own")
+    assert own["model"] == "plainnet20"  # the run's own keys win
+    assert own["epochs"] == 3
+    assert own["momentum"] == 0.5
+    assert own["lr"] == quick["lr"]
+    assert own["split_spec"]["profile"] == "exp"
+
+    cand = resolve_run(params, CANDIDATE)
+    assert cand["model"] == "resnet20"  # model: auto takes the profile recipe's model
+    assert cand["name"] == CANDIDATE
+
+    with pytest.raises(ParamsError, match="unknown run 'nope'"):
+        resolve_run(params, "nope")
+
+
+def test_candidate_model_override(tmp_path, raw):
+    params = load_modified(tmp_path, raw, lambda d: d.update(model="plainnet20", profile="full"))
+    assert resolve_run(params, CANDIDATE)["model"] == "plainnet20"
+    params = load_modified(tmp_path, raw, lambda d: d.update(model="auto", profile="full"))
+    assert resolve_run(params, CANDIDATE)["model"] == raw["recipe"]["model"]
