@@ -42,6 +42,23 @@ def select_device(name: str = "auto") -> torch.device:
     )
 
 
+def device_name(device: torch.device) -> str:
+    """The card's or CPU's model name, so every reported number says which machine made it."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    cpuinfo = Path("/proc/cpuinfo")
+    models = (
+        [
+            ln.split(":", 1)[1].strip()
+            for ln in cpuinfo.read_text().splitlines()
+            if ln.startswith("model name")
+        ]
+        if cpuinfo.exists()
+        else []
+    )
+    return f"cpu: {models[0] if models else 'unknown'} ({torch.get_num_threads()} threads)"
+
+
 def lr_factor(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
     """Per-step multiplier of the base lr: linear warm-up, then multi-step or cosine decay."""
     warm, total = cfg["warmup_epochs"] * steps_per_epoch, cfg["epochs"] * steps_per_epoch

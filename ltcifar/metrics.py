@@ -29,13 +29,15 @@ def per_class(conf: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def summarize(conf: np.ndarray) -> dict[str, float]:
-    """Top-1 accuracy, macro-F1 and balanced accuracy (mean recall over classes present)."""
+    """Top-1 accuracy, macro- and micro-F1, balanced accuracy (mean recall over classes present)."""
     conf = np.asarray(conf, dtype=float)
     pc = per_class(conf)
     present = pc["support"] > 0
+    accuracy = float(np.trace(conf) / max(conf.sum(), 1))
     return {
-        "accuracy": float(np.trace(conf) / max(conf.sum(), 1)),
+        "accuracy": accuracy,
         "macro_f1": float(pc["f1"].mean()),
+        "micro_f1": accuracy,  # single-label: micro precision = micro recall = accuracy
         "balanced_accuracy": float(pc["recall"][present].mean()) if present.any() else 0.0,
     }
 
@@ -56,3 +58,22 @@ def shot_accuracy(conf: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, 
         for name, m in groups.items()
         if m.any() and total[m].sum() > 0
     }
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): sum over equal-width confidence bins of |accuracy - confidence|
+    weighted by the bin's share of samples; bins are (lo, hi], the first also holds 0."""
+    conf = probs.max(1)
+    correct = probs.argmax(1) == labels
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
+    return float(ece)
+
+
+def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
+    top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
+    return float((top == labels[:, None]).any(1).mean())

@@ -19,19 +19,32 @@ from ltcifar.datasets import load_prepared
 from ltcifar.engine import load_trained, predict, select_device
 from ltcifar.errors import run_stage
 from ltcifar.lt_index import read_index
-from ltcifar.metrics import confusion, per_class, shot_accuracy, shot_groups, summarize
+from ltcifar.metrics import (
+    confusion,
+    expected_calibration_error,
+    per_class,
+    shot_accuracy,
+    shot_groups,
+    summarize,
+    top_k_accuracy,
+)
 
 
-def score_seed(
-    path: Path, x: torch.Tensor, y: torch.Tensor, prepared, counts: list[int]
-) -> np.ndarray:
-    """The test confusion matrix of one saved model (post-hoc adjusted if its config says so)."""
+def score_seed(path: Path, x: torch.Tensor, y: torch.Tensor, prepared, counts: list[int]):
+    """Test confusion matrix, calibration/top-k scores and training device of one saved model
+    (post-hoc adjusted if its config says so)."""
     model, saved = load_trained(path, x.device)
     mean, std = (
         torch.from_numpy(prepared[k] * 255).to(x.device).view(1, -1, 1, 1) for k in ("mean", "std")
     )
     logits = predict(model, x, mean, std, saved["config"], torch.tensor(counts))
-    return confusion(y, logits.argmax(1), len(saved["classes"])).cpu().numpy()
+    num_classes = len(saved["classes"])
+    conf = confusion(y, logits.argmax(1), num_classes).cpu().numpy()
+    probs, labels = logits.softmax(1).cpu().numpy(), y.cpu().numpy()
+    extra = {"ece": expected_calibration_error(probs, labels, 15)}
+    if num_classes >= 20:
+        extra["top5_accuracy"] = top_k_accuracy(probs, labels, 5)
+    return conf, extra, saved.get("device", "unknown")
 
 
 def main() -> None:
@@ -48,11 +61,14 @@ def main() -> None:
         params["evaluate"]["many_shot_min"],
         params["evaluate"]["few_shot_max"],
     )
-    per_seed, confs = {}, []
+    per_seed, confs, devices = {}, [], set()
     for seed in cfg["seeds"]:
-        conf = score_seed(Path("models") / run / f"seed{seed}.pt", x, y, data, index["counts"])
+        conf, extra, device_used = score_seed(
+            Path("models") / run / f"seed{seed}.pt", x, y, data, index["counts"]
+        )
         confs.append(conf)
-        per_seed[f"seed{seed}"] = {**summarize(conf), **shot_accuracy(conf, groups)}
+        devices.add(device_used)
+        per_seed[f"seed{seed}"] = {**summarize(conf), **shot_accuracy(conf, groups), **extra}
     table = pd.DataFrame(per_seed).T
     metrics = {
         **table.mean().round(6).to_dict(),
@@ -69,6 +85,7 @@ def main() -> None:
             "seeds": len(cfg["seeds"]),
             "test_images": int(len(y)),
             "train_images": index["total_train"],
+            "device": ", ".join(sorted(devices)),
         },
     }
     out = Path("metrics") / run

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ltcifar.config import load, resolve_run
 from ltcifar.data import load_split
-from ltcifar.engine import save_atomic, select_device, train
+from ltcifar.engine import device_name, save_atomic, select_device, train
 from ltcifar.errors import run_stage
 
 
@@ -53,6 +53,7 @@ def main() -> None:
                 "classes": data.classes,
                 "in_channels": data.in_channels,
                 "selected_epoch": result.selected_epoch,
+                "device": device_name(device),
             },
             Path("models") / run / f"seed{seed}.pt",
         )
