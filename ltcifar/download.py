@@ -1,7 +1,8 @@
-"""Fetch a dataset's raw files from the first source that yields a verified copy.
+"""Fetch a dataset's raw files (or pretrained weights) from the first source that yields a
+verified copy.
 
 Every file is streamed to a hidden temporary name, hashed on the way, and renamed into place only
-once its MD5 is one that params.yaml accepts; so ``out_dir`` never holds a partial or unverified
+once its hash is one that params.yaml accepts; so ``out_dir`` never holds a partial or unverified
 download, even when a transfer is cut short. Sources are tried in order, so a mirror or a local
 copy can stand in for the official server when it is down or the machine is offline.
 """
@@ -30,12 +31,17 @@ class _SourceFailed(Exception):
     """One source could not deliver a verified file; the message says why, for the final error."""
 
 
-def md5_file(path: Path) -> str:
-    digest = hashlib.md5()
+def hash_file(path: Path, algo: str = "md5") -> str:
+    digest = hashlib.new(algo)
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def accepted_hash(digest: str, accepted: list[str]) -> bool:
+    """A full hex digest, or a prefix of one as in torchvision's weight file names (8+ digits)."""
+    return any(len(h) >= 8 and digest.startswith(h) for h in accepted)
 
 
 def _is_url(source: str) -> bool:
@@ -72,10 +78,10 @@ def _open(location: str) -> tuple[BinaryIO, int | None]:
     return path.open("rb"), path.stat().st_size
 
 
-def _transfer(location: str, name: str, accepted: list[str], part: Path) -> None:
-    """Stream ``location`` into ``part`` and check size and MD5; raise _SourceFailed if not."""
+def _transfer(location: str, name: str, accepted: list[str], part: Path, algo: str) -> None:
+    """Stream ``location`` into ``part`` and check size and hash; raise _SourceFailed if not."""
     stream, total = _open(location)
-    digest, received = hashlib.md5(), 0
+    digest, received = hashlib.new(algo), 0
     try:
         bar = tqdm(
             total=total,
@@ -96,8 +102,8 @@ def _transfer(location: str, name: str, accepted: list[str], part: Path) -> None
         raise _SourceFailed(f"transfer failed after {received} bytes: {e!r}") from e
     if total is not None and received != total:
         raise _SourceFailed(f"truncated: got {received} of {total} bytes")
-    if digest.hexdigest() not in accepted:
-        raise _SourceFailed(f"md5 {digest.hexdigest()} not in accepted [{', '.join(accepted)}]")
+    if not accepted_hash(digest.hexdigest(), accepted):
+        raise _SourceFailed(f"{algo} {digest.hexdigest()} not in accepted [{', '.join(accepted)}]")
 
 
 def _check_md5_names(dataset: str, files: tuple[str, ...], md5: dict[str, list[str]]) -> None:
@@ -114,20 +120,26 @@ def _check_md5_names(dataset: str, files: tuple[str, ...], md5: dict[str, list[s
         )
 
 
-def _fetch_one(
-    dataset: str, name: str, sources: list[str], accepted: list[str], out_dir: Path
+def fetch_file(
+    name: str, sources: list[str], accepted: list[str], out_dir: Path, param: str, algo: str = "md5"
 ) -> Path:
+    """Make ``out_dir/name`` a verified copy from the first source that has one.
+
+    ``param`` is the params.yaml block of these sources and hashes, named in the error.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
     target, part = out_dir / name, out_dir / f".{name}.part"
+    part.unlink(missing_ok=True)  # left by a killed run; try/finally covers the rest
     tried = []
     if target.is_file():
-        have = md5_file(target)
-        if have in accepted:
+        have = hash_file(target, algo)
+        if accepted_hash(have, accepted):
             return target
-        tried.append(f"{target} (present, md5 {have} not in accepted [{', '.join(accepted)}])")
+        tried.append(f"{target} (present, {algo} {have} not in accepted [{', '.join(accepted)}])")
     for source in sources:
         location = locate(source, name)
         try:
-            _transfer(location, name, accepted, part)
+            _transfer(location, name, accepted, part, algo)
             os.replace(part, target)
             return target
         except _SourceFailed as e:
@@ -135,10 +147,10 @@ def _fetch_one(
         finally:
             part.unlink(missing_ok=True)
     raise PipelineError(
-        f"could not get a verified {name} for {dataset}; tried: "
-        f"{'; '.join(tried) or 'nothing, download.' + dataset + '.sources is empty'}. "
-        f"Set download.{dataset}.sources to a mirror URL or a local copy (file or folder), "
-        f"or add your archive's MD5 to download.{dataset}.md5 if it has the same format"
+        f"could not get a verified {name} ({param}); tried: "
+        f"{'; '.join(tried) or 'nothing, ' + param + '.sources is empty'}. "
+        f"Set {param}.sources to a mirror URL or a local copy (file or folder), "
+        f"or add your file's {algo.upper()} to {param}.{algo} if it has the same format"
     )
 
 
@@ -151,7 +163,5 @@ def fetch(dataset: str, sources: list[str], md5: dict[str, list[str]], out_dir: 
     files = DATASETS[dataset].files
     md5 = {name: [h.lower() for h in hashes] for name, hashes in md5.items()}
     _check_md5_names(dataset, files, md5)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in out_dir.glob(".*.part"):  # left by a killed run; try/finally covers the rest
-        stale.unlink()
-    return [_fetch_one(dataset, name, sources, md5[name], out_dir) for name in files]
+    param = f"download.{dataset}"
+    return [fetch_file(name, sources, md5[name], out_dir, param) for name in files]

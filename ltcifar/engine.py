@@ -26,8 +26,9 @@ from ltcifar.losses import build_loss, log_prior
 from ltcifar.methods import sampler_for
 from ltcifar.metrics import confusion, summarize
 from ltcifar.mixup import MIXUPS
-from ltcifar.models import build_model
+from ltcifar.models import build_model, model_options
 from ltcifar.samplers import SAMPLERS
+from ltcifar.transfer import apply_mode, load_pretrained, param_groups, train_mode
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -150,12 +151,16 @@ def train(
     gen = torch.Generator(device).manual_seed(seed)
     C, n, bs = data.num_classes, len(data.y), min(cfg["batch_size"], len(data.y))
     steps = n // bs
-    model = build_model(cfg["model"], C, data.in_channels, cfg["shortcut"], cfg["head"]).to(device)
+    model = build_model(cfg["model"], C, data.in_channels, **model_options(cfg))
+    if cfg["init"] == "pretrained":
+        load_pretrained(model, cfg, seed)
+    apply_mode(model, cfg["finetune"])
+    model = model.to(device)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     fwd = torch.compile(model) if cfg["compile"] else model
     opt = torch.optim.SGD(
-        model.parameters(),
+        param_groups(model, cfg),
         lr=cfg["lr"],
         momentum=cfg["momentum"],
         nesterov=cfg["nesterov"],
@@ -203,7 +208,7 @@ def train(
         dynamic_ncols=True,
     )
     for epoch in range(start, cfg["epochs"]):
-        model.train()
+        train_mode(model, cfg["finetune"])
         t0 = time.perf_counter()
         order = SAMPLERS[sampler_for(cfg, epoch)](data.y, data.counts, epoch, cfg["epochs"], gen)
         loss_sum = torch.zeros((), device=device)
@@ -225,7 +230,7 @@ def train(
             "train/loss": loss_sum.item() / steps,
             **{f"train/{k}": v for k, v in summarize(conf.cpu().numpy()).items()},
             **_validate(model, data, cfg),
-            "lr": opt.param_groups[0]["lr"],
+            "lr": opt.param_groups[-1]["lr"],
             "img_per_s": steps * bs / (time.perf_counter() - t0),
         }
         history.append(row)
@@ -273,7 +278,7 @@ def load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, dic
     saved = torch.load(path, map_location=device, weights_only=False)
     cfg = saved["config"]
     model = build_model(
-        cfg["model"], len(saved["classes"]), saved["in_channels"], cfg["shortcut"], cfg["head"]
+        cfg["model"], len(saved["classes"]), saved["in_channels"], **model_options(cfg)
     )
     model.load_state_dict(saved["state_dict"])
     model = model.to(

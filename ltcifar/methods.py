@@ -46,6 +46,10 @@ def refusal(cfg: dict) -> str | None:
             "ldam's scale assumes a cosine classifier (the LDAM-DRW code's NormedLinear); "
             "set head: cosine"
         )
+    if cfg["init"] == "pretrained" and cfg["model"] != cfg["backbone_model"]:
+        return "init: pretrained loads the profile's backbone; set model: backbone"
+    if cfg["init"] == "scratch" and cfg["finetune"] != "full":
+        return f"finetune: {cfg['finetune']} would freeze random weights; use init: pretrained"
     if cfg["label_smoothing"] > 0 and loss != "cross_entropy":
         return f"label_smoothing only applies to cross_entropy, not {loss}"
     return None

@@ -104,7 +104,11 @@ class CifarNet(nn.Module):
 
 def _register(name: str, depth: int, residual: bool) -> None:
     def build(
-        num_classes: int, in_channels: int = 3, shortcut: str = "A", head: str = "linear"
+        num_classes: int,
+        in_channels: int = 3,
+        shortcut: str = "A",
+        head: str = "linear",
+        **_: object,
     ) -> CifarNet:
         return CifarNet(depth, num_classes, in_channels, residual, shortcut, head)
 
@@ -118,8 +122,11 @@ for _depth in (20, 56):
     _register(f"plainnet{_depth}", _depth, residual=False)
 
 
-def build_model(
-    name: str, num_classes: int, in_channels: int = 3, shortcut: str = "A", head: str = "linear"
-) -> nn.Module:
-    """Build a registered model by its params name."""
-    return MODELS[name](num_classes, in_channels=in_channels, shortcut=shortcut, head=head)
+def build_model(name: str, num_classes: int, in_channels: int = 3, **options: object) -> nn.Module:
+    """Build a registered model by its params name; each builder takes the options it knows
+    (shortcut, head for the CIFAR nets; input_size, stem for torchvision backbones)."""
+    return MODELS[name](num_classes, in_channels=in_channels, **options)
+
+
+def model_options(cfg: dict) -> dict:
+    return {k: cfg[k] for k in ("shortcut", "head", "input_size", "stem")}

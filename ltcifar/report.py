@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -71,6 +72,7 @@ RUN_FIELDS = (
     "train_images",
     "device",
     "mode",
+    "params",
     "trainable_params",
 )
 CURVE_METRICS = {"loss": "loss", "accuracy": "accuracy", "macro_f1": "macro-F1"}
@@ -85,7 +87,12 @@ SEED_STUDY = [
         "setting": "imbalanced CIFAR-10, step 5000/500",
         "metric": "macro_f1",
         "value": 0.7457,
-        "match": {**SEED_STUDY_STEP, "loss": "cross_entropy", "sampler": "instance", "mixup": "none"},
+        "match": {
+            **SEED_STUDY_STEP,
+            "loss": "cross_entropy",
+            "sampler": "instance",
+            "mixup": "none",
+        },
     },
     {
         "what": "Balanced-MixUp (its variant: class-balanced sampler + ordinary mixup)",
@@ -99,8 +106,12 @@ SEED_STUDY = [
         "setting": "imbalanced CIFAR-10, step 5000/500",
         "metric": "macro_f1",
         "value": 0.7991,
-        "match": {**SEED_STUDY_STEP, "loss": "balanced_softmax", "sampler": "instance",
-                  "mixup": "none"},
+        "match": {
+            **SEED_STUDY_STEP,
+            "loss": "balanced_softmax",
+            "sampler": "instance",
+            "mixup": "none",
+        },
     },
     {
         "what": "ResNet20",
@@ -147,8 +158,11 @@ PUBLISHED = [
         "source": "the google-research logit_adjustment code, as run by its authors",
         "short": "google-research logit_adjustment",
         # The logit-adjusted loss with tau = 1 is Balanced Softmax (see params.yaml la_tau).
-        "match": {"loss": ("logit_adjusted", "balanced_softmax"), "sampler": "instance",
-                  "mixup": "none"},
+        "match": {
+            "loss": ("logit_adjusted", "balanced_softmax"),
+            "sampler": "instance",
+            "mixup": "none",
+        },
     },
     {
         "what": "MiSLAS",
@@ -238,8 +252,10 @@ def _split_spec(index: dict | None) -> dict:
 
 
 def _group(name: str, run: dict, spec: dict) -> str:
-    """imbalance / balanced / transfer: the summary chart shows the imbalance runs only."""
-    if name.startswith(TRANSFER_PREFIX) or run.get("mode") is not None:
+    """imbalance / balanced / transfer: the summary chart shows the imbalance runs only. The
+    evaluate stage writes mode 'scratch' for every run trained from scratch, so a transfer run
+    is one named transfer_* (transfer_scratch is the study's baseline) or pretrained."""
+    if name.startswith(TRANSFER_PREFIX) or run.get("mode") not in (None, "scratch"):
         return "transfer"
     if run.get("split") == BALANCED_SPLIT or spec.get("split_profile") == "none":
         return "balanced"
@@ -285,12 +301,13 @@ def _is_baseline(row: pd.Series) -> bool:
 
 
 def _ordered(runs: pd.DataFrame) -> pd.DataFrame:
-    """Candidate first, then imbalance, balanced and transfer runs; within a split the plain
-    cross-entropy baseline first, so every table reads top-down from the reference point."""
+    """Candidate first, then imbalance (step split first), balanced and transfer runs; within a
+    split the plain cross-entropy baseline first, so tables read down from the reference point."""
     group_rank = {"imbalance": 1, "balanced": 2, "transfer": 3}
     key = runs.apply(
         lambda r: (
             0 if r["run"] == CANDIDATE else group_rank[r["group"]],
+            r["split"] != STEP_SPLIT,  # the seed study's split first
             str(r["split"]),
             not _is_baseline(r),
             r["run"],
@@ -354,8 +371,9 @@ def load_confusion(metrics_dir: Path, run: str, classes: Sequence[str]) -> pd.Da
 
 
 def _label_size(n: int) -> float:
-    """Tick-label font size for n class names: 10 pt for CIFAR-10, 5 pt for CIFAR-100."""
-    return float(np.clip(400 / max(n, 1), 5, 10))
+    """Tick-label font size for n class names: 10 pt for CIFAR-10, 7 pt for CIFAR-100 (the
+    figures give each class at least ~10 pt of axis, so rotated 7 pt names do not collide)."""
+    return float(np.clip(600 / max(n, 1), 7, 10))
 
 
 def _class_ticks(ax: Axes, names: Sequence[str], axis: str = "x") -> None:
@@ -365,8 +383,13 @@ def _class_ticks(ax: Axes, names: Sequence[str], axis: str = "x") -> None:
     if axis == "x":
         ax.set_xticks(pos)
         rot, ha = (90, "center") if n > 20 else (40, "right")
-        ax.set_xticklabels(names, rotation=rot, ha=ha, fontsize=size, rotation_mode="anchor"
-                           if ha == "right" else "default")
+        ax.set_xticklabels(
+            names,
+            rotation=rot,
+            ha=ha,
+            fontsize=size,
+            rotation_mode="anchor" if ha == "right" else "default",
+        )
     else:
         ax.set_yticks(pos)
         ax.set_yticklabels(names, fontsize=size)
@@ -389,8 +412,7 @@ def _figure(width: float, height: float) -> Figure:
 
 
 def _seed_colors(n: int) -> list:
-    from matplotlib import colormaps
-
+    """tab10 colours, cycled: distinct for seeds, splits and modes alike."""
     return [colormaps["tab10"](i % 10) for i in range(n)]
 
 
@@ -441,8 +463,9 @@ def draw_learning_curves(curves: pd.DataFrame, run: str, subtitle: str = "") -> 
     if banded:
         handles.append(Patch(color=colors[0], alpha=0.4, label=f"mean ± std, {len(seeds)} seeds"))
     else:
-        handles += [Line2D([], [], color=c, lw=3, label=s) for c, s in zip(colors, seeds,
-                                                                           strict=True)]
+        handles += [
+            Line2D([], [], color=c, lw=3, label=s) for c, s in zip(colors, seeds, strict=True)
+        ]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
     fig.suptitle(f"{run}: learning curves" + (f" ({subtitle})" if subtitle else ""))
     return fig
@@ -468,13 +491,19 @@ def draw_architecture(curves: dict[str, pd.DataFrame], title: str = "") -> Figur
             if sel.empty:
                 continue
             err = 1 - sel.groupby("step")["value"].mean()
-            ax.plot(err.index + 1, err.to_numpy(), style, color=color, lw=lw,
-                    label=f"{run} {name} ({n} seed{'s' if n > 1 else ''})")
+            ax.plot(
+                err.index + 1,
+                err.to_numpy(),
+                style,
+                color=color,
+                lw=lw,
+                label=f"{run} {name} ({n} seed{'s' if n > 1 else ''})",
+            )
     ax.set_xlabel("epoch")
     ax.set_ylabel("error (1 − accuracy)")
     ax.set_title(title or "PlainNet20 vs ResNet20 (cf. He et al. 2016, Fig. 6)")
     ax.grid(alpha=0.3)
-    fig.legend(loc="outside right upper", frameon=False)
+    fig.legend(loc="outside lower center", ncol=2, frameon=False)
     return fig
 
 
@@ -498,17 +527,24 @@ def draw_class_counts(index: dict) -> Figure:
     ax.set_ylim(max(counts.min() / 2, 0.5), counts.max() * (3 if n <= 20 else 1.6))
     if n <= 20:
         for i, c in enumerate(counts):
-            ax.annotate(f"{c}", (i, c), ha="center", va="bottom", fontsize=8,
-                        xytext=(0, 2), textcoords="offset points")
+            ax.annotate(
+                f"{c}",
+                (i, c),
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
     _class_ticks(ax, names)
     ax.set_xlim(-0.7, n - 0.3)
     ax.set_xlabel("class")
     ax.set_ylabel("training images (log scale)")
     spec = index.get("params", {})
     ax.set_title(
-        f"split {index.get('split')}: {index.get('dataset')}, {spec.get('profile')} profile, "
+        f"split {index.get('split')}: {index.get('dataset')}, {spec.get('profile')} profile\n"
         f"{index.get('total_train', counts.sum())} training images, "
-        f"imbalance {counts.max() / max(counts.min(), 1):.0f}"
+        f"imbalance factor {counts.max() / max(counts.min(), 1):.3g}"
     )
     ax.grid(axis="y", which="both", alpha=0.25)
     return fig
@@ -539,27 +575,32 @@ def draw_per_class_f1(per_class: dict[str, pd.DataFrame], baseline: str = BASELI
         df = per_class[run].set_index("class").reindex(names)
         ax.bar(x - 0.2, base["f1"], 0.4, color="0.65")
         ax.bar(x + 0.2, df["f1"].to_numpy(), 0.4, color="tab:orange")
-        ax.set_title(f"{run}: macro-F1 {df['f1'].mean():.3f} vs {base['f1'].mean():.3f}",
-                     fontsize=10)
+        ax.set_title(
+            f"{run}: macro-F1 {df['f1'].mean():.3f} vs {base['f1'].mean():.3f}", fontsize=10
+        )
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("F1")
         ax.set_xlim(-0.7, n - 0.3)
         _class_ticks(ax, names)
         ax.grid(axis="y", alpha=0.3)
-    for ax in axes[len(others):]:
+    for ax in axes[len(others) :]:
         ax.remove()
     fig.legend(
-        handles=[Patch(color="0.65", label=f"{baseline} (baseline)"),
-                 Patch(color="tab:orange", label="the method named in the panel title")],
-        loc="outside upper center", ncol=2, frameon=False,
+        handles=[
+            Patch(color="0.65", label=f"{baseline} (baseline)"),
+            Patch(color="tab:orange", label="the method named in the panel title"),
+        ],
+        loc="outside lower center",
+        ncol=2,
+        frameon=False,
     )
-    fig.suptitle("Per-class F1 on the test set, step split: each method against the baseline",
-                 y=1.06 if nrows == 1 else 1.03)
+    fig.suptitle(f"Per-class F1 on the test set, {STEP_SPLIT} split: each method vs {baseline}")
     return fig
 
 
-def plot_per_class_f1(per_class: dict[str, pd.DataFrame], path: Path,
-                      baseline: str = BASELINE) -> Path:
+def plot_per_class_f1(
+    per_class: dict[str, pd.DataFrame], path: Path, baseline: str = BASELINE
+) -> Path:
     """Save ``draw_per_class_f1``; see there."""
     return save(draw_per_class_f1(per_class, baseline), path)
 
@@ -573,8 +614,12 @@ def draw_confusion(counts: pd.DataFrame, run: str, note: str = "") -> Figure:
     names = list(counts.index)
     n = len(names)
     rows = counts.to_numpy(dtype=float)
-    norm = np.divide(rows, rows.sum(1, keepdims=True), out=np.zeros_like(rows),
-                     where=rows.sum(1, keepdims=True) > 0)
+    norm = np.divide(
+        rows,
+        rows.sum(1, keepdims=True),
+        out=np.zeros_like(rows),
+        where=rows.sum(1, keepdims=True) > 0,
+    )
     side = min(max(5.5, 0.13 * n + 3), 16)
     fig = _figure(side + 1.2, side)
     ax = fig.subplots()
@@ -583,8 +628,15 @@ def draw_confusion(counts: pd.DataFrame, run: str, note: str = "") -> Figure:
         for i in range(n):
             for j in range(n):
                 if norm[i, j] >= 0.005:
-                    ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=8,
-                            color="white" if norm[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{norm[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black",
+                    )
     _class_ticks(ax, names, "x")
     _class_ticks(ax, names, "y")
     ax.set_xlabel("predicted class")
@@ -627,8 +679,15 @@ def draw_summary(runs: pd.DataFrame, metric: str = "macro_f1") -> Figure:
     ax.barh(ypos, vals, color=[colors[r["split"]] for r in rows], height=0.75)
     multi = np.array([r[f"{metric}_n"] > 1 for r in rows])
     if multi.any():  # one seed has no spread: no error bar rather than a misleading zero
-        ax.errorbar(vals[multi], ypos[multi], xerr=errs[multi], fmt="none", ecolor="0.2",
-                    elinewidth=1, capsize=3)
+        ax.errorbar(
+            vals[multi],
+            ypos[multi],
+            xerr=errs[multi],
+            fmt="none",
+            ecolor="0.2",
+            elinewidth=1,
+            capsize=3,
+        )
     ax.set_ylim(ypos.min() - 0.7, ypos.max() + 0.7)
     for yy, v, e, r in zip(ypos, vals, errs, rows, strict=True):
         text = f"{v:.3f}" + (f" ± {e:.3f}" if r[f"{metric}_n"] > 1 else "")
@@ -639,8 +698,11 @@ def draw_summary(runs: pd.DataFrame, metric: str = "macro_f1") -> Figure:
     ax.set_xlabel(f"{TABLE_SCORES.get(metric, metric)} on the test set (mean ± std over seeds)")
     ax.set_title(f"{TABLE_SCORES.get(metric, metric)} of every imbalance run, by split")
     ax.grid(axis="x", alpha=0.3)
-    fig.legend(handles=[Patch(color=colors[s], label=f"split {s}") for s in splits],
-               loc="outside right upper", frameon=False)
+    fig.legend(
+        handles=[Patch(color=colors[s], label=f"split {s}") for s in splits],
+        loc="outside right upper",
+        frameon=False,
+    )
     return fig
 
 
@@ -652,36 +714,48 @@ def plot_summary(runs: pd.DataFrame, path: Path, metric: str = "macro_f1") -> Pa
 # ----------------------------------------------------------------------------- g. transfer
 
 
-def _params_label(n) -> str:
-    if n is None or (isinstance(n, float) and math.isnan(n)):
+def _count(n: float) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{int(n):,}"
+
+
+def _params_label(trainable, total=None) -> str:
+    """'51,300 of 11.23 M trainable': how much of the network a mode lets move."""
+    if trainable is None or pd.isna(trainable):
         return "trainable params not recorded"
-    n = int(n)
-    return f"{n / 1e6:.2f} M trainable" if n >= 1e5 else f"{n:,} trainable"
+    if total is None or pd.isna(total) or total == trainable:
+        return f"{_count(trainable)} trainable"
+    return f"{_count(trainable)} of {_count(total)} trainable"
 
 
 def draw_transfer(runs: pd.DataFrame) -> Figure:
     """Test accuracy (± std over seeds) of each fine-tuning mode, labelled with how many
-    parameters it trains: how much of the network must move to fit CIFAR-100."""
-    runs = runs.assign(_p=runs["trainable_params"].astype(float)).sort_values("_p")
+    parameters it trains: how much of the network must move to fit CIFAR-100. Pretrained
+    modes go left to right by trainable parameters; training from scratch (grey) comes last."""
+    scratch = runs["mode"].eq("scratch")
+    runs = runs.assign(_s=scratch, _p=runs["trainable_params"].astype(float))
+    runs = runs.sort_values(["_s", "_p"])
     fig = _figure(max(5.5, 2.2 * len(runs)), 4.4)
     ax = fig.subplots()
     x = np.arange(len(runs))
     vals = runs["accuracy"].to_numpy(float)
     errs = np.nan_to_num(runs["accuracy_std"].to_numpy(float))
-    ax.bar(x, vals, yerr=errs, color=_seed_colors(len(runs)), capsize=4, width=0.6)
+    colors = [
+        c if not s else "0.6" for c, s in zip(_seed_colors(len(runs)), runs["_s"], strict=True)
+    ]
+    ax.bar(x, vals, yerr=errs, color=colors, capsize=4, width=0.6)
     for xx, v, e in zip(x, vals, errs, strict=True):
         ax.text(xx, v + e + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=9)
     ax.set_xticks(x)
-    ax.set_xticklabels(
-        [f"{r['mode'] if isinstance(r['mode'], str) else run}\n{_params_label(r['trainable_params'])}"
-         for run, r in runs.iterrows()],
-        fontsize=9,
-    )
+    names = [r["mode"] if isinstance(r["mode"], str) else run for run, r in runs.iterrows()]
+    params = [_params_label(r["trainable_params"], r["params"]) for _, r in runs.iterrows()]
+    ax.set_xticklabels([f"{n}\n{p}" for n, p in zip(names, params, strict=True)], fontsize=9)
     ax.set_ylim(0, min(1.0, np.nanmax(vals + errs) + 0.12))
     ax.set_xlabel("fine-tuning mode")
     ax.set_ylabel("test accuracy (mean ± std over seeds)")
-    ax.set_title("Transfer: ImageNet-pretrained ResNet fine-tuned on "
-                 f"{', '.join(sorted(set(map(str, runs['dataset']))))}")
+    ax.set_title(
+        "Transfer: a pretrained backbone fine-tuned on "
+        f"{', '.join(sorted(set(map(str, runs['dataset']))))}"
+    )
     ax.grid(axis="y", alpha=0.3)
     return fig
 
@@ -750,18 +824,26 @@ def references_markdown(profiles: set[str]) -> str:
     rows = []
     for ref in SEED_STUDY:
         v = ref["value"]
-        shown = (f"{v[0]:.4f} in one run, {v[1]:.4f} in another" if isinstance(v, tuple)
-                 else f"{v:.4f}")
+        shown = (
+            f"{v[0]:.4f} in one run, {v[1]:.4f} in another" if isinstance(v, tuple) else f"{v:.4f}"
+        )
         rows.append([ref["what"], ref["setting"], TABLE_SCORES[ref["metric"]], shown])
     lines += [_md_table(["run", "setting", "metric (test)", "value"], rows), ""]
-    lines += ["Published top-1 accuracy (%) with ResNet-32, exponential profile, imbalance "
-              "factor 100:", ""]
-    rows = [[r["what"], f"{r['cifar10']:.1f}", f"{r['cifar100']:.1f}", r["source"]]
-            for r in PUBLISHED]
+    lines += [
+        "Published top-1 accuracy (%) with ResNet-32, exponential profile, imbalance factor 100:",
+        "",
+    ]
+    rows = [
+        [r["what"], f"{r['cifar10']:.1f}", f"{r['cifar100']:.1f}", r["source"]] for r in PUBLISHED
+    ]
     lines += [_md_table(["method", "CIFAR-10-LT IF100", "CIFAR-100-LT IF100", "source"], rows)]
-    lines += ["", "Our `balanced_softmax` runs are matched to the logit-adjustment row: the "
-              "logit-adjusted loss with τ = 1 is Balanced Softmax. No run here reproduces "
-              "MiSLAS.", ""]
+    lines += [
+        "",
+        "Our `balanced_softmax` runs are matched to the logit-adjustment row: the "
+        "logit-adjusted loss with τ = 1 is Balanced Softmax. No run here reproduces "
+        "MiSLAS.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -770,9 +852,13 @@ def references_markdown(profiles: set[str]) -> str:
 
 def _md_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     """A GitHub markdown table; '|' inside cells is escaped so device names cannot break it."""
+
     def cell(v) -> str:
-        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v).replace(
-            "|", "\\|")
+        return (
+            ""
+            if v is None or (isinstance(v, float) and math.isnan(v))
+            else str(v).replace("|", "\\|")
+        )
 
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(cell(v) for v in r) + " |" for r in rows]
@@ -811,12 +897,29 @@ def runs_markdown(runs: pd.DataFrame) -> str:
     """Where each number comes from: dataset, split and its shape, profile, image counts, seeds
     and the machine that trained the run."""
     rows = [
-        [f"`{run}`", r["dataset"], _split_text(r), r["profile"],
-         f"{r['train_images']} / {r['test_images']}", _seeds(r), _device(r)]
+        [
+            f"`{run}`",
+            r["dataset"],
+            _split_text(r),
+            r["profile"],
+            f"{r['train_images']} / {r['test_images']}",
+            _seeds(r),
+            _device(r),
+        ]
         for run, r in runs.iterrows()
     ]
-    return _md_table(["run", "dataset", "split", "profile", "train / test images", "seeds",
-                      "training device"], rows)
+    return _md_table(
+        ["run", "dataset", "split", "profile", "train / test images", "seeds", "training device"],
+        rows,
+    )
+
+
+def _model_text(row: pd.Series) -> str:
+    """The model, with the fine-tuning mode for transfer runs ('resnet18, linear')."""
+    mode = row.get("mode")
+    if row["group"] == "transfer" and isinstance(mode, str):
+        return f"{row['model']}, {mode}"
+    return str(row["model"])
 
 
 def results_markdown(runs: pd.DataFrame) -> str:
@@ -824,12 +927,30 @@ def results_markdown(runs: pd.DataFrame) -> str:
     the evaluate stage did not measure it), plus a reference column where one applies."""
     refs = {run: reference_for(r) for run, r in runs.iterrows()}
     show_refs = any(refs.values())
-    header = ["run", "dataset", "split", "model", "loss", "sampler", "mixup", "seeds",
-              *TABLE_SCORES.values()] + (["reference (not ours)"] if show_refs else [])
+    header = [
+        "run",
+        "dataset",
+        "split",
+        "model",
+        "loss",
+        "sampler",
+        "mixup",
+        "seeds",
+        *TABLE_SCORES.values(),
+    ] + (["reference (not ours)"] if show_refs else [])
     rows = []
     for run, r in runs.iterrows():
-        row = [f"`{run}`", r["dataset"], r["split"], r["model"], r["loss"], r["sampler"],
-               r["mixup"], _seeds(r), *(_score(r, k) for k in TABLE_SCORES)]
+        row = [
+            f"`{run}`",
+            r["dataset"],
+            r["split"],
+            _model_text(r),
+            r["loss"],
+            r["sampler"],
+            r["mixup"],
+            _seeds(r),
+            *(_score(r, k) for k in TABLE_SCORES),
+        ]
         rows.append(row + ([refs[run]] if show_refs else []))
     return _md_table(header, rows)
 
@@ -839,20 +960,41 @@ def _join(values: Iterable) -> str:
     return ", ".join(vals) if vals else "not recorded"
 
 
+def _devices(runs: pd.DataFrame) -> str:
+    """The distinct training devices, and how many runs did not record one (older files)."""
+    known = runs["device"].map(lambda d: d if isinstance(d, str) and d else None)
+    text = _join(known)
+    missing = int(known.isna().sum())
+    if missing and missing < len(runs):
+        text += f" (not recorded for {_plural(missing, 'run')})"
+    return text
+
+
 def readme_block(metrics_dir: Path, report: str = "reports/REPORT.md") -> str:
     """A compact results table plus one sentence naming dataset, profile and machine, for the
     README between its report markers: the README then never carries a hand-copied number."""
     runs = load_runs(metrics_dir)
-    rows = [[f"`{run}`", r["dataset"], r["profile"], _seeds(r), _score(r, "accuracy"),
-             _score(r, "macro_f1"), _score(r, "balanced_accuracy")] for run, r in runs.iterrows()]
+    rows = [
+        [
+            f"`{run}`",
+            r["dataset"],
+            r["profile"],
+            _seeds(r),
+            _score(r, "accuracy"),
+            _score(r, "macro_f1"),
+            _score(r, "balanced_accuracy"),
+        ]
+        for run, r in runs.iterrows()
+    ]
     sentence = (
         f"Test scores (mean ± std over seeds) written by `dvc repro` from `metrics/`: "
         f"{_join(runs['dataset'])}, {_join(runs['profile'])} profile, training device: "
-        f"{_join(runs['device'])}. "
+        f"{_devices(runs)}. "
         f"Figures and every score: [{report}]({report})."
     )
-    table = _md_table(["run", "dataset", "profile", "seeds", "accuracy", "macro-F1",
-                       "balanced accuracy"], rows)
+    table = _md_table(
+        ["run", "dataset", "profile", "seeds", "accuracy", "macro-F1", "balanced accuracy"], rows
+    )
     return f"{sentence}\n\n{table}\n"
 
 
@@ -884,8 +1026,20 @@ def _curve_subtitle(row: pd.Series) -> str:
     return f"{row['dataset']}, split {row['split']}, {row['model']}, {_plural(_seeds(row), 'seed')}"
 
 
-def _figures(runs: pd.DataFrame, metrics_dir: Path, logs_dir: Path, splits: dict[str, dict],
-             out_dir: Path) -> list[str]:
+def _step_methods(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs on the step split that per-class F1 and the confusion matrices compare; the
+    candidate is left out when it repeats the baseline's method (a duplicate panel)."""
+    step = runs[(runs["split"] == STEP_SPLIT) & (runs["group"] == "imbalance")]
+    if CANDIDATE in step.index and BASELINE in step.index:
+        cand, base = step.loc[CANDIDATE], step.loc[BASELINE]
+        if all(cand[k] == base[k] for k in ("model", "loss", "sampler", "mixup")):
+            step = step.drop(index=CANDIDATE)
+    return step
+
+
+def _figures(
+    runs: pd.DataFrame, metrics_dir: Path, logs_dir: Path, splits: dict[str, dict], out_dir: Path
+) -> list[str]:
     """Draw every figure whose inputs exist and return the report's figure sections; a figure
     whose runs are missing is replaced by one line saying what it waits for."""
     figs = out_dir / "figures"
@@ -899,20 +1053,27 @@ def _figures(runs: pd.DataFrame, metrics_dir: Path, logs_dir: Path, splits: dict
         p = plot_summary(imbalance, figs / "summary_macro_f1.png")
         md += [_img(p, out_dir, "macro-F1 by run"), ""]
 
-    step = runs[(runs["split"] == STEP_SPLIT) & (runs["group"] == "imbalance")]
+    step = _step_methods(runs)
     per_class = {r: pc for r in step.index if (pc := load_per_class(metrics_dir, r)) is not None}
     md += [f"### Per-class F1 on the `{STEP_SPLIT}` split", ""]
     if BASELINE in per_class and len(per_class) > 1:
-        ordered = {BASELINE: per_class[BASELINE], **{r: v for r, v in per_class.items()
-                                                     if r != BASELINE}}
+        ordered = {
+            BASELINE: per_class[BASELINE],
+            **{r: v for r, v in per_class.items() if r != BASELINE},
+        }
         p = plot_per_class_f1(ordered, figs / f"per_class_f1_{STEP_SPLIT}.png")
         md += [_img(p, out_dir, "per-class F1"), ""]
     else:
-        md += [f"Needs the baseline `{BASELINE}` and at least one other run on the "
-               f"`{STEP_SPLIT}` split; not there yet.", ""]
+        md += [
+            f"Needs the baseline `{BASELINE}` and at least one other run on the "
+            f"`{STEP_SPLIT}` split; not there yet.",
+            "",
+        ]
 
     md += [f"### Confusion matrices on the `{STEP_SPLIT}` split (seed 0)", ""]
     others = step.drop(index=BASELINE, errors="ignore")
+    if len(others) > 1:  # the best *report* run; the candidate only when it is the only one
+        others = others.drop(index=CANDIDATE, errors="ignore")
     chosen = [(BASELINE, "baseline")] if BASELINE in step.index else []
     if not others.empty:
         best = others["macro_f1"].idxmax()
@@ -929,24 +1090,39 @@ def _figures(runs: pd.DataFrame, metrics_dir: Path, logs_dir: Path, splits: dict
         md += [f"No run on the `{STEP_SPLIT}` split has a confusion matrix yet.", ""]
 
     md += ["### Architecture: PlainNet20 vs ResNet20", ""]
-    arch = {r: c for r in ARCH_RUNS if r in runs.index
-            and not (c := load_curves(logs_dir, r)).empty}
+    arch = {
+        r: c for r in ARCH_RUNS if r in runs.index and not (c := load_curves(logs_dir, r)).empty
+    }
     if len(arch) == len(ARCH_RUNS):
         ds = _join(runs.loc[list(arch), "dataset"])
-        p = plot_architecture(arch, figs / "architecture.png",
-                              f"PlainNet20 vs ResNet20 on {ds} (cf. He et al. 2016, Fig. 6)")
-        md += ["Training error dashed, validation error bold.", "",
-               _img(p, out_dir, "PlainNet20 vs ResNet20 error curves"), ""]
+        p = plot_architecture(
+            arch,
+            figs / "architecture.png",
+            f"PlainNet20 vs ResNet20 on {ds} (cf. He et al. 2016, Fig. 6)",
+        )
+        md += [
+            "Training error dashed, validation error bold.",
+            "",
+            _img(p, out_dir, "PlainNet20 vs ResNet20 error curves"),
+            "",
+        ]
     else:
-        md += ["The architecture runs (`plainnet20` and `resnet20`, with their logs) are not "
-               "there yet, so this figure is skipped.", ""]
+        md += [
+            "The architecture runs (`plainnet20` and `resnet20`, with their logs) are not "
+            "there yet, so this figure is skipped.",
+            "",
+        ]
 
     md += ["### Transfer learning", ""]
     transfer = runs[runs["group"] == "transfer"]
     if transfer.empty:
-        md += ["The transfer runs (`transfer_linear`, `transfer_bn_fc`, `transfer_full`) are not "
-               "there yet: no `metrics/transfer_*.json` was found, so no transfer chart is "
-               "drawn.", ""]
+        md += [
+            "The transfer runs (`transfer_scratch`, `transfer_linear`, `transfer_bn_fc`, "
+            "`transfer_full`) are not "
+            "there yet: no `metrics/transfer_*.json` was found, so no transfer chart is "
+            "drawn.",
+            "",
+        ]
     else:
         p = plot_transfer(transfer, figs / "transfer.png")
         md += [_img(p, out_dir, "transfer accuracy by mode"), ""]
@@ -959,9 +1135,12 @@ def _figures(runs: pd.DataFrame, metrics_dir: Path, logs_dir: Path, splits: dict
         p = plot_class_counts(index, figs / f"class_counts_{name}.png")
         md += [_img(p, out_dir, f"class counts of {name}"), ""]
 
-    md += ["### Learning curves", "",
-           "Per epoch, from the DVCLive logs: train solid, validation dashed, one colour per "
-           "seed.", ""]
+    md += [
+        "### Learning curves",
+        "",
+        "Per epoch, from the DVCLive logs: train solid, validation dashed, one colour per seed.",
+        "",
+    ]
     missing = []
     for run, row in runs.iterrows():
         curves = load_curves(logs_dir, run)
@@ -992,7 +1171,7 @@ def write_report(metrics_dir: Path, logs_dir: Path, splits_dir: Path, out_dir: P
         "are not ours are in the last section, with their sources.",
         "",
         f"Profile: {', '.join(sorted(profiles)) or 'not recorded'}. Datasets: "
-        f"{_join(runs['dataset'])}. Training devices: {_join(runs['device'])}.",
+        f"{_join(runs['dataset'])}. Training devices: {_devices(runs)}.",
         "",
         "## Runs",
         "",

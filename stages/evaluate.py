@@ -28,6 +28,7 @@ from ltcifar.metrics import (
     summarize,
     top_k_accuracy,
 )
+from ltcifar.transfer import trainable_names
 
 
 def score_seed(path: Path, x: torch.Tensor, y: torch.Tensor, prepared, counts: list[int]):
@@ -44,7 +45,14 @@ def score_seed(path: Path, x: torch.Tensor, y: torch.Tensor, prepared, counts: l
     extra = {"ece": expected_calibration_error(probs, labels, 15)}
     if num_classes >= 20:
         extra["top5_accuracy"] = top_k_accuracy(probs, labels, 5)
-    return conf, extra, saved.get("device", "unknown")
+    sizes = dict(model.named_parameters())
+    trainable = trainable_names(model, saved["config"]["finetune"])
+    info = {
+        "device": saved.get("device", "unknown"),
+        "params": sum(p.numel() for p in sizes.values()),
+        "trainable_params": sum(sizes[n].numel() for n in trainable),
+    }
+    return conf, extra, info
 
 
 def main() -> None:
@@ -63,11 +71,11 @@ def main() -> None:
     )
     per_seed, confs, devices = {}, [], set()
     for seed in cfg["seeds"]:
-        conf, extra, device_used = score_seed(
+        conf, extra, info = score_seed(
             Path("models") / run / f"seed{seed}.pt", x, y, data, index["counts"]
         )
         confs.append(conf)
-        devices.add(device_used)
+        devices.add(info["device"])
         per_seed[f"seed{seed}"] = {**summarize(conf), **shot_accuracy(conf, groups), **extra}
     table = pd.DataFrame(per_seed).T
     metrics = {
@@ -86,6 +94,9 @@ def main() -> None:
             "test_images": int(len(y)),
             "train_images": index["total_train"],
             "device": ", ".join(sorted(devices)),
+            "mode": cfg["finetune"] if cfg["init"] == "pretrained" else "scratch",
+            "params": info["params"],
+            "trainable_params": info["trainable_params"],
         },
     }
     out = Path("metrics") / run

@@ -66,7 +66,7 @@ def test_balanced_accuracy_ignores_absent_classes():
 
 def test_empty_confusion_is_zero():
     s = summarize(np.zeros((3, 3)))
-    assert s == {"accuracy": 0.0, "macro_f1": 0.0, "balanced_accuracy": 0.0}
+    assert s == {"accuracy": 0.0, "macro_f1": 0.0, "micro_f1": 0.0, "balanced_accuracy": 0.0}
 
 
 def test_shot_groups_cifar100_lt():

@@ -1,0 +1,579 @@
+"""The report stage on synthetic but well-formed pipeline outputs: tables hold the right numbers
+(mean ± population std recomputed by hand from per-seed values), every figure is drawn and
+readable, missing runs are said in text rather than drawn empty, and the README block is
+replaced between its markers only."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.image import imread
+
+from ltcifar import report
+from ltcifar.errors import PipelineError
+
+ROOT = Path(__file__).resolve().parents[1]
+CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+CIFAR100 = """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
+butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab
+crocodile cup dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard
+lamp lawn_mower leopard lion lizard lobster man maple_tree motorcycle mountain mouse mushroom
+oak_tree orange orchid otter palm_tree pear pickup_truck pine_tree plain plate poppy porcupine
+possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper snail snake
+spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor
+train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()
+H100 = "cuda: NVIDIA H100 80GB HBM3"
+
+# Per-seed scores of the fixture runs: the expected table cells are computed from these by hand.
+STEP_CE = {
+    "accuracy": [0.78, 0.80, 0.82],
+    "macro_f1": [0.74, 0.75, 0.77],
+    "balanced_accuracy": [0.70, 0.71, 0.72],
+    "many_shot_accuracy": [0.94, 0.93, 0.92],
+    "medium_shot_accuracy": [0.68, 0.70, 0.72],
+    "ece": [0.10, 0.12, 0.08],
+}
+
+
+def split_index(name: str, dataset: str, classes: list[str], counts: list[int], **params) -> dict:
+    val = [params.get("val_per_class", 0)] * len(classes)
+    return {
+        "split": name,
+        "dataset": dataset,
+        "params": {
+            "dataset": dataset,
+            "n_max": max(counts),
+            "imbalance": 100.0,
+            "n_min": 0,
+            "k": 1,
+            "val_per_class": 0,
+            "val_policy": "exact",
+            "sampling": "ldam",
+            "seed": 0,
+            **params,
+        },
+        "classes": classes,
+        "counts": counts,
+        "val_counts": val,
+        "total_train": sum(counts),
+        "total_val": sum(val),
+        "train_indices": [list(range(c)) for c in counts],
+        "val_indices": [list(range(v)) for v in val],
+    }
+
+
+def write_run(root: Path, name: str, run: dict, per_seed: dict[str, list[float]]) -> None:
+    """metrics/<name>.json as the evaluate stage writes it (mean, population std, per seed)."""
+    n = len(next(iter(per_seed.values())))
+    seeds = {f"seed{s}": {k: v[s] for k, v in per_seed.items()} for s in range(n)}
+    table = pd.DataFrame(seeds).T
+    metrics = {
+        **table.mean().round(6).to_dict(),
+        "std": table.std(ddof=0).round(6).to_dict(),
+        "per_seed": seeds,
+        "run": {
+            "profile": "full",
+            "model": "resnet32",
+            "loss": "cross_entropy",
+            "sampler": "instance",
+            "mixup": "none",
+            "seeds": n,
+            "test_images": 200,
+            "train_images": 9450,
+            "device": H100,
+            "mode": "scratch",  # what the evaluate stage writes for runs trained from scratch
+            "params": 272_474,
+            "trainable_params": 272_474,
+            **run,
+        },
+    }
+    (root / "metrics").mkdir(exist_ok=True)
+    (root / "metrics" / f"{name}.json").write_text(json.dumps(metrics, indent=2))
+
+
+def write_class_files(
+    root: Path, name: str, classes: list[str], counts: list[int], skill: float
+) -> None:
+    """per_class.csv and a confusion.csv whose diagonal share is ``skill``, lower in the tail."""
+    rng = np.random.default_rng(abs(hash(name)) % 2**32)
+    rows = []
+    for a, cls in enumerate(classes):
+        p_right = skill if a == 0 else skill * 0.8
+        for _ in range(20):
+            pred = a if rng.random() < p_right else int(rng.integers(len(classes)))
+            rows.append((cls, classes[pred]))
+    out = root / "metrics" / name
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["actual", "predicted"]).to_csv(out / "confusion.csv", index=False)
+    f1 = np.clip(skill - 0.03 * np.arange(len(classes)) + rng.normal(0, 0.02, len(classes)), 0, 1)
+    pd.DataFrame(
+        {"class": classes, "train_count": counts, "precision": f1, "recall": f1, "f1": f1.round(6)}
+    ).to_csv(out / "per_class.csv", index=False)
+
+
+def write_logs(root: Path, name: str, seeds: int, epochs: int, val: bool, plain: bool = False):
+    """DVCLive TSVs for every seed: train (and val) loss/accuracy/macro_f1/balanced_accuracy."""
+    for s in range(seeds):
+        base = root / "logs" / name / f"seed{s}" / "plots" / "metrics"
+        t = np.arange(epochs)
+        ceiling = 0.6 if plain else 0.8
+        curves = {
+            "train": ceiling * (1 - np.exp(-(t + 1) / 4)) + 0.01 * s,
+            "val": ceiling * 0.85 * (1 - np.exp(-(t + 1) / 4)) + 0.01 * s,
+        }
+        for part, acc in curves.items():
+            if part == "val" and not val:
+                continue
+            (base / part).mkdir(parents=True, exist_ok=True)
+            for metric, v in (
+                ("loss", 2.3 * (1 - acc)),
+                ("accuracy", acc),
+                ("macro_f1", acc - 0.05),
+                ("balanced_accuracy", acc - 0.02),
+            ):
+                pd.DataFrame({"step": t, metric: v}).to_csv(
+                    base / part / f"{metric}.tsv", sep="\t", index=False
+                )
+        pd.DataFrame({"step": t, "lr": 0.1 * np.cos(t / epochs)}).to_csv(
+            base / "lr.tsv", sep="\t", index=False
+        )
+
+
+def make_outputs(root: Path, transfer: bool = False, profile: str = "full") -> Path:
+    """A pipeline's outputs: step runs (3 seeds), exp runs on CIFAR-10-LT and CIFAR-100-LT,
+    PlainNet20/ResNet20 on balanced CIFAR-100, an old-format candidate, optional transfer."""
+    splits = root / "data" / "splits"
+    splits.mkdir(parents=True)
+    step_counts = [4950] + [500] * 9
+    c100_counts = [int(500 * 100 ** (-i / 99)) for i in range(100)]
+    c10_counts = [int(5000 * 100 ** (-i / 9)) for i in range(10)]
+    for index in (
+        split_index(
+            "step",
+            "cifar10",
+            CIFAR10,
+            step_counts,
+            profile="step",
+            n_max=5000,
+            n_min=500,
+            val_per_class=50,
+            val_policy="reserve",
+            sampling="seeded",
+        ),
+        split_index("exp100", "cifar10", CIFAR10, c10_counts, profile="exp"),
+        split_index("c100_exp100", "cifar100", CIFAR100, c100_counts, profile="exp"),
+        split_index(
+            "balanced", "cifar100", CIFAR100, [450] * 100, profile="none", val_per_class=50
+        ),
+    ):
+        (splits / f"{index['split']}.json").write_text(json.dumps(index))
+
+    def shift(d: dict, by: float) -> dict:
+        return {k: [round(x + by, 6) for x in v] for k, v in d.items()}
+
+    step = {"split": "step", "dataset": "cifar10", "profile": profile}
+    write_run(root, "step_ce", step, STEP_CE)
+    write_run(
+        root, "step_balanced_softmax", {**step, "loss": "balanced_softmax"}, shift(STEP_CE, 0.05)
+    )
+    write_run(root, "step_sampler_mixup", {**step, "mixup": "sampler_mixup"}, shift(STEP_CE, 0.03))
+    for name, skill in (
+        ("step_ce", 0.75),
+        ("step_balanced_softmax", 0.8),
+        ("step_sampler_mixup", 0.78),
+    ):
+        write_class_files(root, name, CIFAR10, step_counts, skill)
+    write_logs(root, "step_ce", 3, 12, val=True)
+    # The candidate predates the ece / micro_f1 / device keys.
+    write_run(
+        root,
+        "candidate",
+        step,
+        {
+            "accuracy": [0.81],
+            "macro_f1": [0.76],
+            "balanced_accuracy": [0.7],
+            "many_shot_accuracy": [0.9],
+            "medium_shot_accuracy": [0.7],
+        },
+    )
+    cand = json.loads((root / "metrics/candidate.json").read_text())
+    for key in ("device", "mode", "params", "trainable_params"):
+        del cand["run"][key]
+    (root / "metrics/candidate.json").write_text(json.dumps(cand))
+    write_logs(root, "candidate", 1, 6, val=True)
+    exp = {"split": "exp100", "dataset": "cifar10", "profile": profile}
+    write_run(
+        root,
+        "exp_ce",
+        exp,
+        {"accuracy": [0.70, 0.72], "macro_f1": [0.68, 0.70], "few_shot_accuracy": [0.3, 0.4]},
+    )
+    write_logs(root, "exp_ce", 2, 8, val=False)
+    write_run(
+        root,
+        "c100_ce",
+        {"split": "c100_exp100", "dataset": "cifar100", "profile": profile},
+        {"accuracy": [0.38, 0.39], "macro_f1": [0.33, 0.35], "top5_accuracy": [0.6, 0.61]},
+    )
+    arch = {"split": "balanced", "dataset": "cifar100", "profile": profile}
+    write_run(
+        root,
+        "resnet20",
+        {**arch, "model": "resnet20"},
+        {"accuracy": [0.66, 0.68], "macro_f1": [0.65, 0.67]},
+    )
+    write_run(
+        root,
+        "plainnet20",
+        {**arch, "model": "plainnet20"},
+        {"accuracy": [0.60, 0.62], "macro_f1": [0.59, 0.61]},
+    )
+    write_logs(root, "resnet20", 2, 15, val=True)
+    write_logs(root, "plainnet20", 2, 15, val=True, plain=True)
+    if transfer:
+        for mode, params, acc in (
+            ("scratch", 11_227_812, 0.5),
+            ("full", 11_227_812, 0.78),
+            ("linear", 51_300, 0.55),
+            ("bn_fc", 60_000, 0.62),
+        ):
+            write_run(
+                root,
+                f"transfer_{mode}",
+                {
+                    **arch,
+                    "model": "resnet18",
+                    "mode": mode,
+                    "params": 11_227_812,
+                    "trainable_params": params,
+                },
+                {"accuracy": [acc, acc + 0.01], "macro_f1": [acc - 0.01, acc]},
+            )
+    return root
+
+
+def build(root: Path) -> Path:
+    return report.write_report(
+        root / "metrics", root / "logs", root / "data" / "splits", root / "reports"
+    )
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    root = make_outputs(tmp_path_factory.mktemp("outputs"))
+    build(root)
+    return root
+
+
+README_HEAD, README_TAIL = "# Study\n\nIntro text.\n\n", "\n\n## Usage\n\n`dvc repro`\n"
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory) -> Path:
+    """`python -m stages.report` run in a repo with transfer runs, a README with markers and a
+    stale figure from an earlier report."""
+    from stages import report as stage
+
+    root = make_outputs(tmp_path_factory.mktemp("staged"), transfer=True)
+    (root / "README.md").write_text(
+        README_HEAD + "<!-- report:start -->\nstale numbers\n<!-- report:end -->" + README_TAIL
+    )
+    (root / "reports" / "figures").mkdir(parents=True)
+    (root / "reports" / "figures" / "stale.png").write_bytes(b"old")
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        stage.main()
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def results_table(text: str) -> dict[str, dict[str, str]]:
+    """The results table of REPORT.md as {run: {column: cell}}."""
+    section = text.split("## Results on the test set", 1)[1].split("## Figures", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split(" | ")]
+    rows = {}
+    for ln in lines[2:]:
+        cells = [c.strip() for c in ln[1:-1].split(" | ")]
+        rows[cells[0].strip("`")] = dict(zip(header, cells, strict=True))
+    return rows
+
+
+def by_hand(values: list[float]) -> str:
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+    return f"{m:.4f} ± {s:.4f}"
+
+
+def test_mean_std_is_population_std():
+    m, s = report.mean_std([1.0, 2.0, 3.0, 4.0])
+    assert m == pytest.approx(2.5) and s == pytest.approx(math.sqrt(1.25))
+    assert report.mean_std([0.5, None, float("nan")]) == (0.5, 0.0)
+    assert all(math.isnan(x) for x in report.mean_std([]))
+    assert report.fmt_mean_std(0.74567, 0.01234, 3) == "0.7457 ± 0.0123"
+    assert report.fmt_mean_std(0.74567, 0.0, 1) == "0.7457"
+    assert report.fmt_mean_std(float("nan"), float("nan"), 0) == ""
+
+
+def test_table_holds_mean_and_std_over_seeds(built):
+    text = (built / "reports" / "REPORT.md").read_text()
+    rows = results_table(text)
+    assert set(rows) == {
+        "candidate",
+        "step_ce",
+        "step_balanced_softmax",
+        "step_sampler_mixup",
+        "exp_ce",
+        "c100_ce",
+        "resnet20",
+        "plainnet20",
+    }
+    ce = rows["step_ce"]
+    assert ce["seeds"] == "3"
+    assert ce["accuracy"] == by_hand(STEP_CE["accuracy"]) == "0.8000 ± 0.0163"
+    assert ce["macro-F1"] == by_hand(STEP_CE["macro_f1"])
+    assert ce["balanced accuracy"] == by_hand(STEP_CE["balanced_accuracy"])
+    assert ce["many"] == by_hand(STEP_CE["many_shot_accuracy"])
+    assert ce["medium"] == by_hand(STEP_CE["medium_shot_accuracy"])
+    assert ce["ECE"] == by_hand(STEP_CE["ece"])
+    assert ce["few"] == ""  # the step split has no few-shot class
+    assert (ce["loss"], ce["sampler"], ce["mixup"], ce["model"]) == (
+        "cross_entropy",
+        "instance",
+        "none",
+        "resnet32",
+    )
+    assert rows["exp_ce"]["few"] == by_hand([0.3, 0.4])
+    # Old-format candidate: one seed shows its value alone; missing keys stay blank.
+    cand = rows["candidate"]
+    assert cand["accuracy"] == "0.8100" and cand["ECE"] == "" and cand["seeds"] == "1"
+    # The baseline comes first among the step runs; the candidate leads the table.
+    assert list(rows)[:2] == ["candidate", "step_ce"]
+
+
+def test_runs_table_names_dataset_split_seeds_and_device(built):
+    text = (built / "reports" / "REPORT.md").read_text()
+    assert "generated by `dvc repro`" in text.lower()
+    runs = text.split("## Runs", 1)[1].split("## Results", 1)[0]
+    line = next(ln for ln in runs.splitlines() if ln.startswith("| `step_ce`"))
+    assert "cifar10" in line and "step (step, k=1, 5000/500)" in line and H100 in line
+    assert "| 3 |" in line
+    cand = next(ln for ln in runs.splitlines() if ln.startswith("| `candidate`"))
+    assert "not recorded" in cand
+    c100 = next(ln for ln in runs.splitlines() if ln.startswith("| `c100_ce`"))
+    assert "c100_exp100 (exp, IF 100)" in c100
+
+
+def test_references_sit_beside_matching_full_runs(built):
+    text = (built / "reports" / "REPORT.md").read_text()
+    rows = results_table(text)
+    ref = "reference (not ours)"
+    assert rows["step_ce"][ref] == "0.7457 macro-F1 (seed study)"
+    assert rows["step_sampler_mixup"][ref] == "0.7971 macro-F1 (seed study)"
+    assert rows["step_balanced_softmax"][ref] == "0.7991 macro-F1 (seed study)"
+    assert rows["exp_ce"][ref] == "0.704 accuracy (Cao et al. 2019)"
+    assert rows["c100_ce"][ref] == "0.383 accuracy (Cao et al. 2019)"
+    assert rows["resnet20"][ref] == "0.6498 accuracy (seed study)"
+    assert rows["plainnet20"][ref] == "0.4300 / 0.6142 accuracy (seed study)"
+    refs = text.split("## Reference numbers (not produced by this pipeline)", 1)[1]
+    for number in (
+        "0.7457",
+        "0.7971",
+        "0.7991",
+        "0.6498",
+        "70.4",
+        "38.3",
+        "77.0",
+        "42.0",
+        "77.9",
+        "44.1",
+        "82.5",
+        "47.0",
+        "Cao et al., NeurIPS 2019, Table 2",
+    ):
+        assert number in refs
+    assert "not comparable" not in text
+
+
+FIGURES = [
+    "summary_macro_f1.png",
+    "per_class_f1_step.png",
+    "confusion_step_ce.png",
+    "confusion_step_balanced_softmax.png",  # the best step method by macro-F1
+    "architecture.png",
+    "class_counts_step.png",
+    "class_counts_exp100.png",
+    "class_counts_c100_exp100.png",
+    *(f"curves_{r}.png" for r in ("candidate", "step_ce", "exp_ce", "resnet20", "plainnet20")),
+]
+
+
+def test_every_figure_is_drawn_and_linked(built):
+    figs = built / "reports" / "figures"
+    text = (built / "reports" / "REPORT.md").read_text()
+    for name in FIGURES:
+        path = figs / name
+        assert path.exists(), name
+        img = imread(path)
+        assert path.stat().st_size > 10_000 and min(img.shape[:2]) > 250, name
+        assert img[..., :3].std() > 0.05, f"{name} is blank"
+        assert f"](figures/{name})" in text, name
+    assert not (figs / "class_counts_balanced.png").exists()  # balanced is not long-tailed
+    assert not (figs / "transfer.png").exists()
+    assert "transfer runs" in text and "are not there yet" in text
+
+
+def test_transfer_chart_when_transfer_runs_exist(staged):
+    text = (staged / "reports" / "REPORT.md").read_text()
+    assert (staged / "reports" / "figures" / "transfer.png").exists()
+    assert "](figures/transfer.png)" in text and "are not there yet: no `metrics/" not in text
+    runs = report.load_runs(staged / "metrics")
+    fig = report.draw_transfer(runs[runs["group"] == "transfer"])
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    assert labels == [
+        "linear\n51,300 of 11.23 M trainable",
+        "bn_fc\n60,000 of 11.23 M trainable",
+        "full\n11.23 M trainable",
+        "scratch\n11.23 M trainable",
+    ]
+    assert ax.get_ylabel() and ax.get_xlabel() and ax.get_title()
+    rows = results_table(text)
+    assert rows["transfer_linear"]["model"] == "resnet18, linear"
+    assert rows["transfer_scratch"]["accuracy"] == by_hand([0.5, 0.51])
+    assert rows["resnet20"]["model"] == "resnet20"  # mode 'scratch' is no transfer run
+    # Transfer runs stay out of the imbalance summary.
+    summary = report.draw_summary(runs[runs["group"] == "imbalance"])
+    assert not any("transfer" in t.get_text() for t in summary.axes[0].get_yticklabels())
+
+
+def legend_clear_of_data(fig) -> bool:
+    """True when no legend box overlaps the plotting area of any axes."""
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    legends = fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]
+    boxes = [ax.get_window_extent(r) for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    return bool(legends) and all(
+        not leg.get_window_extent(r).overlaps(b) for leg in legends for b in boxes
+    )
+
+
+def test_figures_are_labelled_and_legible(built):
+    splits = report.load_splits(built / "data" / "splits")
+    fig = report.draw_class_counts(splits["c100_exp100"])
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "log" and ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == CIFAR100 and 7 <= ax.get_xticklabels()[0].get_fontsize() < 10
+
+    metrics = built / "metrics"
+    counts = report.load_confusion(metrics, "step_ce", CIFAR10)
+    assert counts.to_numpy().sum() == 200 and list(counts.index) == CIFAR10
+    ax = report.draw_confusion(counts, "step_ce").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == CIFAR10
+    assert [t.get_text() for t in ax.get_yticklabels()] == CIFAR10
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    assert np.allclose(ax.images[0].get_array().sum(1), 1)  # normalised by row
+
+    curves = report.load_curves(built / "logs", "step_ce")
+    assert set(curves["seed"]) == {"seed0", "seed1", "seed2"}
+    fig = report.draw_learning_curves(curves, "step_ce")
+    assert [a.get_title() for a in fig.axes] == ["loss", "accuracy", "macro-F1"]
+    assert all(a.get_xlabel() == "epoch" and a.get_ylabel() for a in fig.axes)
+    assert all(len(a.lines) == 6 for a in fig.axes)  # 3 seeds x (train, val)
+    assert legend_clear_of_data(fig)
+
+    arch = {r: report.load_curves(built / "logs", r) for r in report.ARCH_RUNS}
+    fig = report.draw_architecture(arch)
+    ax = fig.axes[0]
+    assert "error" in ax.get_ylabel() and ax.get_xlabel() == "epoch"
+    styles = {ln.get_label(): (ln.get_linestyle(), ln.get_linewidth()) for ln in ax.lines}
+    assert styles["resnet20 train (2 seeds)"][0] == "--"
+    assert styles["resnet20 val (2 seeds)"][0] == "-"
+    assert styles["resnet20 val (2 seeds)"][1] > styles["resnet20 train (2 seeds)"][1]
+    assert legend_clear_of_data(fig)
+
+    runs = report.load_runs(metrics, splits)
+    fig = report.draw_summary(runs[runs["group"] == "imbalance"])
+    ax = fig.axes[0]
+    labels = [t.get_text() for t in ax.get_yticklabels()]
+    assert labels[0] == "step_balanced_softmax" and set(labels) == {
+        "candidate",
+        "step_ce",
+        "step_balanced_softmax",
+        "step_sampler_mixup",
+        "exp_ce",
+        "c100_ce",
+    }
+    assert "macro-F1" in ax.get_xlabel()
+    assert legend_clear_of_data(fig)
+
+    per_class = {
+        r: report.load_per_class(metrics, r)
+        for r in ("step_ce", "step_balanced_softmax", "step_sampler_mixup")
+    }
+    fig = report.draw_per_class_f1(per_class)
+    assert len(fig.axes) == 2 and all(a.get_ylabel() == "F1" for a in fig.axes)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == CIFAR10
+    assert legend_clear_of_data(fig)
+
+
+def test_quick_profile_says_references_are_not_comparable(tmp_path):
+    root = make_outputs(tmp_path, profile="quick")
+    for extra in ("exp_ce", "c100_ce", "resnet20", "plainnet20", "step_sampler_mixup"):
+        (root / "metrics" / f"{extra}.json").unlink()
+    shutil.rmtree(root / "logs")
+    text = build(root).read_text()
+    assert "references below are for CIFAR and are **not comparable**" in text
+    assert "reference (not ours)" not in text
+    assert "architecture runs" in text and "not there yet" in text
+
+
+def test_stage_writes_report_and_readme_block(staged):
+    from stages import report as stage
+
+    assert (staged / "reports" / "REPORT.md").exists()
+    assert not (staged / "reports" / "figures" / "stale.png").exists()
+    assert not list(staged.glob(".reports-*")) and not list(staged.glob(".*.tmp"))
+    new = (staged / "README.md").read_text()
+    assert new.startswith(README_HEAD + "<!-- report:start -->\n")
+    assert new.endswith("<!-- report:end -->" + README_TAIL)
+    assert "stale numbers" not in new
+    block = new[len(README_HEAD) : -len(README_TAIL)]
+    assert "| `step_ce` | cifar10 | full | 3 | 0.8000 ± 0.0163 |" in block
+    assert H100 in block and "reports/REPORT.md" in block
+    # Idempotent: the same block again changes nothing.
+    assert stage.update_readme(staged / "README.md", report.readme_block(staged / "metrics"))
+    assert (staged / "README.md").read_text() == new
+    assert not stage.update_readme(staged / "missing.md", "x")
+
+
+def test_replace_block_without_markers_leaves_text_alone():
+    assert report.replace_block("no markers here", "x") is None
+    assert report.replace_block("<!-- report:end --> <!-- report:start -->", "x") is None
+
+
+def test_stage_without_metrics_says_to_run_dvc_repro(tmp_path, monkeypatch):
+    from stages import report as stage
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match=r"metrics.*dvc repro"):
+        stage.main()
+    (tmp_path / "metrics").mkdir()
+    with pytest.raises(PipelineError, match=r"metrics.*dvc repro"):
+        stage.main()
+
+
+def test_stage_does_not_import_torch():
+    code = "import sys, stages.report; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
