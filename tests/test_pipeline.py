@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import matplotlib.image
 import pytest
 import yaml
 
@@ -46,8 +47,12 @@ def repo(tmp_path_factory) -> Path:
     params["profile"] = "quick"
     quick = params["profiles"]["quick"]
     quick["splits"] = {"step": {**quick["splits"]["step"], "n_max": 300, "n_min": 30}}
-    quick["recipe"].update(epochs=1, batch_size=32)
+    quick["force"].update(epochs=1, batch_size=32)
     params["runs"] = {"ce": {"split": "step"}}
+    params["transfer_runs"] = {
+        "transfer_linear": {**params["transfer_runs"]["transfer_linear"], "split": "step"}
+    }
+    quick["backbone"]["run"] = "ce"
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=repo)
     sh("dvc", "init", "-q", cwd=repo)
@@ -69,6 +74,10 @@ def test_repro_writes_every_output(repo):
         "logs/candidate/seed0/plots/metrics/train/loss.tsv",
         "metrics/candidate/confusion.csv",
         "metrics/ce/per_class.csv",
+        "models/pretrained/manifest.json",
+        "models/transfer_linear/seed0.pt",
+        "metrics/transfer_linear.json",
+        "reports/REPORT.md",
     ):
         assert (repo / path).exists(), path
     metrics = json.loads((repo / "metrics/candidate.json").read_text())
@@ -110,3 +119,90 @@ def test_bad_param_fails_with_one_line(repo):
         assert "balanced_softmax" in line and "cross_entropy" in line
     finally:
         (repo / "params.yaml").write_text(original)
+
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--virtual-time-budget=8000",
+]
+
+
+@pytest.fixture(scope="module")
+def vega_js(tmp_path_factory) -> Path:
+    """vega, vega-lite and vega-embed from the npm registry: DVC's page loads them from a CDN,
+    which an offline browser cannot reach."""
+    if shutil.which("npm") is None:
+        pytest.skip("needs npm")
+    prefix = tmp_path_factory.mktemp("npm")
+    proc = subprocess.run(
+        [
+            "npm",
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--prefix",
+            str(prefix),
+            "vega@5",
+            "vega-lite@5",
+            "vega-embed@6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return prefix / "node_modules"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium")
+def test_plots_page_renders_in_a_browser(repo, vega_js, tmp_path):
+    out = tmp_path / "plots"
+    sh(
+        "dvc",
+        "plots",
+        "show",
+        "--html-template",
+        str(ROOT / "tests/data/offline_plots.html"),
+        "-o",
+        str(out),
+        cwd=repo,
+    )
+    page = out / "index.html"
+    html = page.read_text()
+    for plot in (
+        "metrics/candidate/confusion.csv",
+        "metrics/ce/per_class.csv",
+        "candidate_macro_f1",
+    ):
+        assert plot in html, plot
+    for lib in ("vega", "vega-lite", "vega-embed"):
+        shutil.copy(vega_js / lib / "build" / f"{lib}.min.js", out)
+    dom = subprocess.run(
+        [CHROMIUM, *CHROMIUM_FLAGS, "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    rendered = dom.count("<canvas") + dom.count("<svg")
+    assert rendered >= html.count("vegaEmbed("), "every plot should render a canvas or svg"
+    assert "Error" not in dom.split("<body", 1)[1]  # vega-embed writes failures into the page
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            CHROMIUM,
+            *CHROMIUM_FLAGS,
+            f"--screenshot={shot}",
+            "--window-size=1280,1600",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert matplotlib.image.imread(shot).std() > 0.05, "the screenshot is blank"

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from matplotlib.image import imread
 
-from ltcifar import report
+from ltcifar import figures, report, report_data
 from ltcifar.errors import PipelineError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -316,13 +316,13 @@ def by_hand(values: list[float]) -> str:
 
 
 def test_mean_std_is_population_std():
-    m, s = report.mean_std([1.0, 2.0, 3.0, 4.0])
+    m, s = report_data.mean_std([1.0, 2.0, 3.0, 4.0])
     assert m == pytest.approx(2.5) and s == pytest.approx(math.sqrt(1.25))
-    assert report.mean_std([0.5, None, float("nan")]) == (0.5, 0.0)
-    assert all(math.isnan(x) for x in report.mean_std([]))
-    assert report.fmt_mean_std(0.74567, 0.01234, 3) == "0.7457 ± 0.0123"
-    assert report.fmt_mean_std(0.74567, 0.0, 1) == "0.7457"
-    assert report.fmt_mean_std(float("nan"), float("nan"), 0) == ""
+    assert report_data.mean_std([0.5, None, float("nan")]) == (0.5, 0.0)
+    assert all(math.isnan(x) for x in report_data.mean_std([]))
+    assert report_data.fmt_mean_std(0.74567, 0.01234, 3) == "0.7457 ± 0.0123"
+    assert report_data.fmt_mean_std(0.74567, 0.0, 1) == "0.7457"
+    assert report_data.fmt_mean_std(float("nan"), float("nan"), 0) == ""
 
 
 def test_table_holds_mean_and_std_over_seeds(built):
@@ -437,8 +437,8 @@ def test_transfer_chart_when_transfer_runs_exist(staged):
     text = (staged / "reports" / "REPORT.md").read_text()
     assert (staged / "reports" / "figures" / "transfer.png").exists()
     assert "](figures/transfer.png)" in text and "are not there yet: no `metrics/" not in text
-    runs = report.load_runs(staged / "metrics")
-    fig = report.draw_transfer(runs[runs["group"] == "transfer"])
+    runs = report_data.load_runs(staged / "metrics")
+    fig = figures.draw_transfer(runs[runs["group"] == "transfer"])
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_xticklabels()]
     assert labels == [
@@ -453,7 +453,7 @@ def test_transfer_chart_when_transfer_runs_exist(staged):
     assert rows["transfer_scratch"]["accuracy"] == by_hand([0.5, 0.51])
     assert rows["resnet20"]["model"] == "resnet20"  # mode 'scratch' is no transfer run
     # Transfer runs stay out of the imbalance summary.
-    summary = report.draw_summary(runs[runs["group"] == "imbalance"])
+    summary = figures.draw_summary(runs[runs["group"] == "imbalance"])
     assert not any("transfer" in t.get_text() for t in summary.axes[0].get_yticklabels())
 
 
@@ -469,32 +469,32 @@ def legend_clear_of_data(fig) -> bool:
 
 
 def test_figures_are_labelled_and_legible(built):
-    splits = report.load_splits(built / "data" / "splits")
-    fig = report.draw_class_counts(splits["c100_exp100"])
+    splits = report_data.load_splits(built / "data" / "splits")
+    fig = figures.draw_class_counts(splits["c100_exp100"])
     ax = fig.axes[0]
     assert ax.get_yscale() == "log" and ax.get_xlabel() and ax.get_ylabel() and ax.get_title()
     ticks = [t.get_text() for t in ax.get_xticklabels()]
     assert ticks == CIFAR100 and 7 <= ax.get_xticklabels()[0].get_fontsize() < 10
 
     metrics = built / "metrics"
-    counts = report.load_confusion(metrics, "step_ce", CIFAR10)
+    counts = report_data.load_confusion(metrics, "step_ce", CIFAR10)
     assert counts.to_numpy().sum() == 200 and list(counts.index) == CIFAR10
-    ax = report.draw_confusion(counts, "step_ce").axes[0]
+    ax = figures.draw_confusion(counts, "step_ce").axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == CIFAR10
     assert [t.get_text() for t in ax.get_yticklabels()] == CIFAR10
     assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
     assert np.allclose(ax.images[0].get_array().sum(1), 1)  # normalised by row
 
-    curves = report.load_curves(built / "logs", "step_ce")
+    curves = report_data.load_curves(built / "logs", "step_ce")
     assert set(curves["seed"]) == {"seed0", "seed1", "seed2"}
-    fig = report.draw_learning_curves(curves, "step_ce")
+    fig = figures.draw_learning_curves(curves, "step_ce")
     assert [a.get_title() for a in fig.axes] == ["loss", "accuracy", "macro-F1"]
     assert all(a.get_xlabel() == "epoch" and a.get_ylabel() for a in fig.axes)
     assert all(len(a.lines) == 6 for a in fig.axes)  # 3 seeds x (train, val)
     assert legend_clear_of_data(fig)
 
-    arch = {r: report.load_curves(built / "logs", r) for r in report.ARCH_RUNS}
-    fig = report.draw_architecture(arch)
+    arch = {r: report_data.load_curves(built / "logs", r) for r in report_data.ARCH_RUNS}
+    fig = figures.draw_architecture(arch)
     ax = fig.axes[0]
     assert "error" in ax.get_ylabel() and ax.get_xlabel() == "epoch"
     styles = {ln.get_label(): (ln.get_linestyle(), ln.get_linewidth()) for ln in ax.lines}
@@ -503,8 +503,8 @@ def test_figures_are_labelled_and_legible(built):
     assert styles["resnet20 val (2 seeds)"][1] > styles["resnet20 train (2 seeds)"][1]
     assert legend_clear_of_data(fig)
 
-    runs = report.load_runs(metrics, splits)
-    fig = report.draw_summary(runs[runs["group"] == "imbalance"])
+    runs = report_data.load_runs(metrics, splits)
+    fig = figures.draw_summary(runs[runs["group"] == "imbalance"])
     ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_yticklabels()]
     assert labels[0] == "step_balanced_softmax" and set(labels) == {
@@ -519,10 +519,10 @@ def test_figures_are_labelled_and_legible(built):
     assert legend_clear_of_data(fig)
 
     per_class = {
-        r: report.load_per_class(metrics, r)
+        r: report_data.load_per_class(metrics, r)
         for r in ("step_ce", "step_balanced_softmax", "step_sampler_mixup")
     }
-    fig = report.draw_per_class_f1(per_class)
+    fig = figures.draw_per_class_f1(per_class)
     assert len(fig.axes) == 2 and all(a.get_ylabel() == "F1" for a in fig.axes)
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == CIFAR10
     assert legend_clear_of_data(fig)
