@@ -27,7 +27,7 @@ from ltcifar.methods import sampler_for
 from ltcifar.metrics import confusion, summarize
 from ltcifar.mixup import MIXUPS
 from ltcifar.models import build_model, model_options
-from ltcifar.samplers import SAMPLERS
+from ltcifar.samplers import SAMPLERS, class_weighted_draw
 from ltcifar.transfer import apply_mode, load_pretrained, param_groups, train_mode
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -180,7 +180,7 @@ def train(
         return x, F.one_hot(data.y[idx], C).float()
 
     def balanced_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch(SAMPLERS["class_balanced"](data.y, data.counts, 0, 1, gen)[:n])
+        return batch(class_weighted_draw(data.y, data.counts, torch.ones_like(data.counts), n, gen))
 
     history: list[dict[str, float]] = []
     best = {"score": -1.0, "epoch": -1, "state": None}
@@ -191,7 +191,7 @@ def train(
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
-            gen.set_state(ck["gen"].cpu() if device.type == "cpu" else ck["gen"])
+            gen.set_state(ck["gen"].cpu())
             torch.set_rng_state(ck["rng"].cpu())
             start, history, best = ck["epoch"], ck["history"], ck["best"]
             print(f"resuming {cfg['name']} seed {seed} from epoch {start} ({ckpt_path})")
@@ -226,17 +226,19 @@ def train(
             loss_sum += loss.detach()
             conf += confusion(data.y[idx], logits.detach().argmax(1), C)
             bar.update(bs)
+        train_loss = loss_sum.item() / steps  # the epoch's one host-device sync
+        img_per_s = steps * bs / (time.perf_counter() - t0)
         row = {
-            "train/loss": loss_sum.item() / steps,
+            "train/loss": train_loss,
             **{f"train/{k}": v for k, v in summarize(conf.cpu().numpy()).items()},
             **_validate(model, data, cfg),
             "lr": opt.param_groups[-1]["lr"],
-            "img_per_s": steps * bs / (time.perf_counter() - t0),
+            "img_per_s": img_per_s,
         }
         history.append(row)
         if log is not None:
             log(epoch, row)
-        if row.get("val/macro_f1", -1.0) > best["score"]:
+        if cfg["checkpoint"] == "best_val" and row["val/macro_f1"] > best["score"]:
             best = {
                 "score": row["val/macro_f1"],
                 "epoch": epoch,

@@ -10,8 +10,11 @@ import torch
 
 
 def confusion(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """C×C counts, rows = true class, columns = predicted class; stays on the device."""
-    flat = torch.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes)
+    """C×C counts, rows = true class, columns = predicted class; stays on the device.
+
+    A fixed-size index_add rather than bincount, whose output size makes CUDA sync the host."""
+    flat = torch.zeros(num_classes * num_classes, dtype=torch.long, device=y_true.device)
+    flat.index_add_(0, y_true * num_classes + y_pred, torch.ones_like(y_true))
     return flat.view(num_classes, num_classes)
 
 

@@ -16,17 +16,22 @@ SAMPLERS = Registry("sampler")
 
 
 def class_weighted_draw(
-    labels: torch.Tensor, class_probs: torch.Tensor, n: int, gen: torch.Generator
+    labels: torch.Tensor,
+    counts: torch.Tensor,
+    class_weights: torch.Tensor,
+    n: int,
+    gen: torch.Generator,
 ) -> torch.Tensor:
-    """Draw n indices with replacement so that class c appears with probability class_probs[c]."""
-    counts = torch.bincount(labels, minlength=class_probs.numel()).clamp_min(1)
-    return torch.multinomial((class_probs / counts)[labels], n, replacement=True, generator=gen)
+    """Draw n indices with replacement so that class c appears with probability proportional
+    to class_weights[c] (each of its images equally likely)."""
+    per_image = (class_weights.double() / counts.clamp_min(1))[labels]
+    return torch.multinomial(per_image, n, replacement=True, generator=gen)
 
 
 def _by_class_probs(probs: Callable[[torch.Tensor, float], torch.Tensor]) -> Sampler:
     def draw(labels, counts, epoch, epochs, gen):
         q = probs(counts.double(), epoch / max(epochs - 1, 1))
-        return class_weighted_draw(labels, (q / q.sum()).float(), labels.numel(), gen)
+        return class_weighted_draw(labels, counts, q, labels.numel(), gen)
 
     draw.__doc__ = probs.__doc__
     return draw
