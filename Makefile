@@ -9,9 +9,12 @@ $(SETUP): requirements.txt
 	python3 -m venv .venv
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
-	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then \
-		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) || \
-		echo "note: could not install dataset-fashion-mnist; the quick profile needs it"; fi
+	@# Real Fashion-MNIST for the quick profile and the end-to-end tests; Chromium for the
+	@# test that renders `dvc plots show` in a browser. Both from Debian's packages.
+	@if { [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null; } \
+		&& command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist chromium) || \
+		echo "note: could not install dataset-fashion-mnist/chromium; some tests will skip"; fi
 	@[ -d .dvc ] || .venv/bin/dvc init -q
 	touch $(SETUP)
 
