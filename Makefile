@@ -28,6 +28,7 @@ quick: $(SETUP)
 
 test: $(SETUP)
 	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 .PHONY: setup repro quick test

@@ -90,7 +90,7 @@ def predict(
     """
     model.eval()
     bs = cfg["eval_batch_size"]
-    with torch.inference_mode(), _autocast(x.device, cfg):
+    with torch.inference_mode(), autocast_for(x.device, cfg):
         logits = torch.cat(
             [
                 model(to_input(x[i : i + bs], mean, std, cfg["channels_last"])).float()
@@ -102,7 +102,8 @@ def predict(
     return logits
 
 
-def _autocast(device: torch.device, cfg: dict):
+def autocast_for(device: torch.device, cfg: dict):
+    """bf16 autocast on CUDA unless ``precision: fp32``; the CPU always runs fp32."""
     if device.type == "cuda" and cfg["precision"] == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
@@ -216,7 +217,7 @@ def train(
         for s in range(steps):
             idx = order[s * bs : (s + 1) * bs]
             xb, targets = mix(*batch(idx), gen, balanced_batch)
-            with _autocast(device, cfg):
+            with autocast_for(device, cfg):
                 logits = fwd(xb)
             loss = loss_fn(logits, targets, epoch)
             opt.zero_grad(set_to_none=True)
