@@ -63,6 +63,16 @@ def shot_accuracy(conf: np.ndarray, groups: dict[str, np.ndarray]) -> dict[str, 
     }
 
 
+def minority_recall(conf: np.ndarray, train_counts: np.ndarray) -> dict[str, float]:
+    """Mean test recall of the classes with fewer training images than the largest class (the
+    minority of a step split, the tail of an exp split); empty for a balanced split."""
+    counts = np.asarray(train_counts)
+    minority = counts < counts.max()
+    if not minority.any():
+        return {}
+    return {"minority_recall": float(per_class(conf)["recall"][minority].mean())}
+
+
 def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int = 15) -> float:
     """ECE (Guo et al. 2017): sum over equal-width confidence bins of |accuracy - confidence|
     weighted by the bin's share of samples; bins are (lo, hi], the first also holds 0."""

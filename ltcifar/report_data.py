@@ -35,6 +35,7 @@ SCORES = (
     "many_shot_accuracy",
     "medium_shot_accuracy",
     "few_shot_accuracy",
+    "minority_recall",
     "ece",
     "micro_f1",
     "top5_accuracy",
@@ -46,6 +47,7 @@ TABLE_SCORES = {
     "many_shot_accuracy": "many",
     "medium_shot_accuracy": "medium",
     "few_shot_accuracy": "few",
+    "minority_recall": "minority recall",
     "ece": "ECE",
 }
 RUN_FIELDS = (

@@ -22,6 +22,7 @@ from ltcifar.lt_index import read_index
 from ltcifar.metrics import (
     confusion,
     expected_calibration_error,
+    minority_recall,
     per_class,
     shot_accuracy,
     shot_groups,
@@ -76,7 +77,12 @@ def main() -> None:
         )
         confs.append(conf)
         devices.add(info["device"])
-        per_seed[f"seed{seed}"] = {**summarize(conf), **shot_accuracy(conf, groups), **extra}
+        per_seed[f"seed{seed}"] = {
+            **summarize(conf),
+            **shot_accuracy(conf, groups),
+            **minority_recall(conf, np.array(index["counts"])),
+            **extra,
+        }
     table = pd.DataFrame(per_seed).T
     metrics = {
         **table.mean().round(6).to_dict(),

@@ -106,3 +106,13 @@ def test_shot_accuracy_hand_made():
     # an empty group is left out
     acc = shot_accuracy(conf, shot_groups(np.array([500, 200, 150, 120]), 100, 20))
     assert acc == pytest.approx({"many_shot_accuracy": 16 / 26})
+
+
+def test_minority_recall_averages_the_classes_below_the_largest():
+    conf = np.array([[9, 1, 0], [2, 6, 2], [0, 5, 5]])
+    from ltcifar.metrics import minority_recall
+
+    assert minority_recall(conf, np.array([500, 50, 50])) == {
+        "minority_recall": pytest.approx((0.6 + 0.5) / 2)
+    }
+    assert minority_recall(conf, np.array([50, 50, 50])) == {}
