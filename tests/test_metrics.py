@@ -12,7 +12,14 @@ from sklearn.metrics import (
 )
 
 from ltcifar.lt_index import class_counts
-from ltcifar.metrics import confusion, per_class, shot_accuracy, shot_groups, summarize
+from ltcifar.metrics import (
+    confusion,
+    minority_recall,
+    per_class,
+    shot_accuracy,
+    shot_groups,
+    summarize,
+)
 
 
 def random_predictions(seed: int, n: int = 500, c: int = 7, never: int = 3):
@@ -110,8 +117,6 @@ def test_shot_accuracy_hand_made():
 
 def test_minority_recall_averages_the_classes_below_the_largest():
     conf = np.array([[9, 1, 0], [2, 6, 2], [0, 5, 5]])
-    from ltcifar.metrics import minority_recall
-
     assert minority_recall(conf, np.array([500, 50, 50])) == {
         "minority_recall": pytest.approx((0.6 + 0.5) / 2)
     }
