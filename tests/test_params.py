@@ -194,3 +194,11 @@ def test_candidate_model_override(tmp_path, raw):
     assert resolve_run(params, CANDIDATE)["model"] == "plainnet20"
     params = load_modified(tmp_path, raw, lambda d: d.update(model="auto", profile="full"))
     assert resolve_run(params, CANDIDATE)["model"] == raw["recipe"]["model"]
+
+
+def test_shipped_study_params_are_valid():
+    """studies/*.params.yaml replace params.yaml for a study; they must track the schema."""
+    studies = sorted((PARAMS.parent / "studies").glob("*.params.yaml"))
+    assert studies
+    for path in studies:
+        assert load(path)["runs"], path
