@@ -122,8 +122,7 @@ SCHEMA = {
 RUN = {**RECIPE, **{k: v for k, v in METHOD.items() if k != "model"}}
 
 
-def _check(params: dict) -> dict:
-    """Cross-field checks that a per-key schema cannot express."""
+def _check_profiles(params: dict) -> None:
     for pname, prof in params["profiles"].items():
         for block in ("recipe", "force"):
             prof[block] = validate(prof[block], RECIPE, f"profiles.{pname}.{block}.", partial=True)
@@ -146,12 +145,29 @@ def _check(params: dict) -> dict:
         raise ParamsError(
             f"profile = {params['profile']!r} has no block profiles.{params['profile']}"
         )
+
+
+def _check_runs(params: dict) -> None:
     for group in RUN_GROUPS:
         for name, run in params[group].items():
             params[group][name] = validate(run, RUN, f"{group}.{name}.", partial=True)
     clash = set(params["runs"]) & set(params["transfer_runs"]) | {CANDIDATE} & set(all_runs(params))
     if clash:
         raise ParamsError(f"run name {sorted(clash)[0]!r} is used twice; run names must be unique")
+    for name, run in {CANDIDATE: {k: params[k] for k in METHOD}, **all_runs(params)}.items():
+        where = "the candidate" if name == CANDIDATE else f"{run_group(params, name)}.{name}"
+        split_key = "split" if name == CANDIDATE else f"{where}.split"
+        if "split" not in run:
+            raise ParamsError(f"missing key {split_key}")
+        for pname, prof in params["profiles"].items():
+            if run["split"] not in prof["splits"]:
+                raise ParamsError(
+                    f"{split_key} = {run['split']!r} is not defined in profiles.{pname}.splits; "
+                    f"choose one of: {', '.join(prof['splits'])}"
+                )
+
+
+def _check_backbones(params: dict) -> None:
     for pname, prof in params["profiles"].items():
         backbone = prof["backbone"]
         if backbone["source"] == "run" and backbone["run"] not in params["runs"]:
@@ -164,17 +180,17 @@ def _check(params: dict) -> dict:
                 f"profiles.{pname}.backbone.arch = {backbone['arch']!r} has no "
                 f"pretrained.{backbone['arch']} block"
             )
-    for name, run in {CANDIDATE: {k: params[k] for k in METHOD}, **all_runs(params)}.items():
+
+
+def _check(params: dict) -> dict:
+    """Cross-field checks that a per-key schema cannot express, then every run's combination
+    of methods under every profile (so `dvc exp run -S profile=...` cannot hit one later)."""
+    _check_profiles(params)
+    _check_runs(params)
+    _check_backbones(params)
+    for name in all_runs(params) | {CANDIDATE: None}:
         where = "the candidate" if name == CANDIDATE else f"{run_group(params, name)}.{name}"
-        split_key = "split" if name == CANDIDATE else f"{where}.split"
-        if "split" not in run:
-            raise ParamsError(f"missing key {split_key}")
-        for pname, prof in params["profiles"].items():
-            if run["split"] not in prof["splits"]:
-                raise ParamsError(
-                    f"{split_key} = {run['split']!r} is not defined in profiles.{pname}.splits; "
-                    f"choose one of: {', '.join(prof['splits'])}"
-                )
+        for pname in params["profiles"]:
             check(resolve_run(params, name, pname), f"{where} (profile {pname})")
     return params
 

@@ -126,7 +126,9 @@ def test_bad_value_in_run(tmp_path, raw):
 
 
 def test_run_without_split(tmp_path, raw):
-    msg = error_of(tmp_path, raw, lambda d: d.update(runs={"ce": {"loss": "cross_entropy"}}))
+    msg = error_of(
+        tmp_path, raw, lambda d: d.update(runs={"ce": {"loss": "cross_entropy"}}, transfer_runs={})
+    )
     assert "runs.ce.split" in msg
 
 
@@ -161,24 +163,27 @@ def test_resolve_run_precedence(tmp_path, raw):
             "ce": {"split": "step", "loss": "cross_entropy"},
             "own": {"split": "exp100", "model": "plainnet20", "epochs": 3, "momentum": 0.5},
         }
+        d["transfer_runs"] = {}
+        d["profiles"]["quick"]["backbone"] = {"source": "run", "run": "ce"}
 
     params = load_modified(tmp_path, raw, edit)
     recipe, quick = raw["recipe"], raw["profiles"]["quick"]["recipe"]
+    force = raw["profiles"]["quick"]["force"]
     assert quick["model"] != recipe["model"]
 
     ce = resolve_run(params, "ce")
     assert ce["model"] == quick["model"] == "resnet20"  # profile recipe beats recipe
-    assert ce["epochs"] == quick["epochs"]
+    assert ce["epochs"] == force["epochs"]
     assert ce["momentum"] == recipe["momentum"]  # recipe where the profile is silent
     assert ce["loss"] == "cross_entropy" and ce["sampler"] == "instance"  # method defaults
     assert ce["seeds"] == [0]
     assert ce["split_spec"] == params["profiles"]["quick"]["splits"]["step"]
 
     own = resolve_run(params, "own")
-    assert own["model"] == "plainnet20"  # the run's own keys win
-    assert own["epochs"] == 3
+    assert own["model"] == "plainnet20"  # the run's own keys beat the profile recipe
+    assert own["epochs"] == force["epochs"]  # and the profile's force beats the run
     assert own["momentum"] == 0.5
-    assert own["lr"] == quick["lr"]
+    assert own["lr"] == force["lr"]
     assert own["split_spec"]["profile"] == "exp"
 
     cand = resolve_run(params, CANDIDATE)
