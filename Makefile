@@ -4,6 +4,8 @@
 # `make quick` runs every stage on real Fashion-MNIST offline (profile=quick) in ~10 min on 2 CPUs.
 PY := .venv/bin/python
 SETUP := .venv/.setup-done
+# DVC runs each stage's `python -m stages.<name>` through the shell: use the venv's python.
+export PATH := $(CURDIR)/.venv/bin:$(PATH)
 
 $(SETUP): requirements.txt
 	python3 -m venv .venv

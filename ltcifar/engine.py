@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ltcifar.augment import crop_flip, to_input
+from ltcifar.config import RECIPE
 from ltcifar.data import SplitData
 from ltcifar.errors import PipelineError
 from ltcifar.losses import build_loss, log_prior
@@ -279,7 +280,8 @@ def load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, dic
     if not path.exists():
         raise PipelineError(f"{path} not found; run `dvc repro` on the train stage of this run")
     saved = torch.load(path, map_location=device, weights_only=False)
-    cfg = saved["config"]
+    # recipe keys added since the checkpoint was written take their defaults
+    cfg = saved["config"] = {**{k: f.default for k, f in RECIPE.items()}, **saved["config"]}
     model = build_model(
         cfg["model"], len(saved["classes"]), saved["in_channels"], **model_options(cfg)
     )
