@@ -1,7 +1,7 @@
 # Two commands set up and run everything on a fresh machine (see README):
 #   make repro   - install, then regenerate the report with `dvc repro` (profile from params.yaml)
 #   make test    - install, then lint and run the test suite
-# `make quick` runs every stage on real Fashion-MNIST offline (profile=quick) in ~10 min on 2 CPUs.
+# `make quick` runs every stage on real Fashion-MNIST offline (profile=quick) in ~16 min on 2 CPUs.
 PY := .venv/bin/python
 SETUP := .venv/.setup-done
 # DVC runs each stage's `python -m stages.<name>` through the shell: use the venv's python.
