@@ -11,6 +11,8 @@ from ltcifar.lt_index import build_index, class_counts, read_index, write_index
 from ltcifar.params import validate
 
 CIFAR10_EXP100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+C10_STEP = dict(dataset="cifar10", profile="step", n_max=5000, n_min=500)  # the seed study's
+C10_EXP100 = dict(dataset="cifar10", profile="exp", n_max=5000, imbalance=100)
 
 
 def shuffled_labels(num_classes: int, per_class: int, seed: int = 123) -> np.ndarray:
@@ -68,10 +70,7 @@ def test_cifar10_lt_exp100(cifar10_labels):
     idx = index(
         "exp100",
         cifar10_labels,
-        dataset="cifar10",
-        profile="exp",
-        n_max=5000,
-        imbalance=100,
+        **C10_EXP100,
         sampling="ldam",
         val_policy="exact",
     )
@@ -103,10 +102,7 @@ def test_seed_step_split_exact(cifar10_labels):
     idx = index(
         "step",
         cifar10_labels,
-        dataset="cifar10",
-        profile="step",
-        n_max=5000,
-        n_min=500,
+        **C10_STEP,
         k=1,
         val_policy="exact",
         val_per_class=0,
@@ -120,10 +116,7 @@ def test_step_reserve_holds_out_balanced_val(cifar10_labels):
     idx = index(
         "step",
         cifar10_labels,
-        dataset="cifar10",
-        profile="step",
-        n_max=5000,
-        n_min=500,
+        **C10_STEP,
         k=1,
         val_per_class=50,
         val_policy="reserve",
@@ -174,10 +167,7 @@ def test_exact_with_leftovers_takes_val_from_them(cifar10_labels):
 @pytest.mark.parametrize("sampling", ["seeded", "ldam"])
 def test_deterministic_and_seed_dependent(cifar10_labels, sampling):
     spec = dict(
-        dataset="cifar10",
-        profile="step",
-        n_max=5000,
-        n_min=500,
+        **C10_STEP,
         val_per_class=50,
         sampling=sampling,
     )
@@ -210,10 +200,7 @@ def test_sampling_ldam_replays_ldam_drw(cifar10_labels):
     idx = index(
         "exp100",
         cifar10_labels,
-        dataset="cifar10",
-        profile="exp",
-        n_max=5000,
-        imbalance=100,
+        **C10_EXP100,
         sampling="ldam",
         val_policy="exact",
         seed=0,
@@ -226,10 +213,7 @@ def test_sampling_ldam_replays_ldam_drw(cifar10_labels):
     seeded = index(
         "exp100",
         cifar10_labels,
-        dataset="cifar10",
-        profile="exp",
-        n_max=5000,
-        imbalance=100,
+        **C10_EXP100,
         sampling="seeded",
         val_policy="exact",
         seed=0,
@@ -256,10 +240,7 @@ def test_write_read_round_trip(tmp_path, cifar10_labels):
     idx = index(
         "step",
         cifar10_labels,
-        dataset="cifar10",
-        profile="step",
-        n_max=5000,
-        n_min=500,
+        **C10_STEP,
         val_per_class=50,
     )
     path = tmp_path / "sub" / "step.json"
