@@ -34,6 +34,15 @@ class SplitData:
         return self.x.shape[-1]
 
 
+def channel_stats(prepared: np.lib.npyio.NpzFile, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """The training set's channel mean and std on the 0..255 scale, shaped (1, C, 1, 1), which
+    is how ``to_input`` normalises uint8 batches on the device."""
+    return tuple(
+        torch.from_numpy(np.asarray(prepared[k], np.float32) * 255).to(device).view(1, -1, 1, 1)
+        for k in ("mean", "std")
+    )
+
+
 def load_split(split: str, device: torch.device, root: Path = Path("data")) -> SplitData:
     index = read_index(root / "splits" / f"{split}.json")
     data = load_prepared(index["dataset"], root / "prepared")
@@ -44,16 +53,14 @@ def load_split(split: str, device: torch.device, root: Path = Path("data")) -> S
     def dev(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(a)).to(device)
 
-    def stat(a: np.ndarray) -> torch.Tensor:
-        return dev(np.asarray(a, np.float32) * 255).view(1, -1, 1, 1)
-
+    mean, std = channel_stats(data, device)
     return SplitData(
         x=dev(x_all[train]),
         y=dev(y_all[train]),
         x_val=dev(x_all[val]),
         y_val=dev(y_all[val]),
         counts=dev(np.asarray(index["counts"], np.int64)),
-        mean=stat(data["mean"]),
-        std=stat(data["std"]),
+        mean=mean,
+        std=std,
         classes=index["classes"],
     )

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from ltcifar.config import load, resolve_run
+from ltcifar.data import channel_stats
 from ltcifar.datasets import load_prepared
 from ltcifar.engine import load_trained, predict, select_device
 from ltcifar.errors import run_stage
@@ -36,9 +37,7 @@ def score_seed(path: Path, x: torch.Tensor, y: torch.Tensor, prepared, counts: l
     """Test confusion matrix, calibration/top-k scores and training device of one saved model
     (post-hoc adjusted if its config says so)."""
     model, saved = load_trained(path, x.device)
-    mean, std = (
-        torch.from_numpy(prepared[k] * 255).to(x.device).view(1, -1, 1, 1) for k in ("mean", "std")
-    )
+    mean, std = channel_stats(prepared, x.device)
     logits = predict(model, x, mean, std, saved["config"], torch.tensor(counts))
     num_classes = len(saved["classes"])
     conf = confusion(y, logits.argmax(1), num_classes).cpu().numpy()
