@@ -5,12 +5,12 @@ rerun from it offline. Folders of datasets the profile does not use are removed 
 cached output holds exactly what params.yaml asks for.
 """
 
-import shutil
 from pathlib import Path
 
 from ltcifar.config import active_profile, load
 from ltcifar.download import fetch
 from ltcifar.errors import run_stage
+from ltcifar.files import remove_unused
 
 RAW = Path("data/raw")
 
@@ -22,13 +22,7 @@ def main() -> None:
         spec = params["download"][name]
         paths = fetch(name, spec["sources"], spec["md5"], RAW / name)
         print(f"{name}: {len(paths)} verified file(s) in {RAW / name}")
-    for stale in sorted(RAW.iterdir()):
-        if stale.name not in datasets:
-            if stale.is_dir():
-                shutil.rmtree(stale)
-            else:
-                stale.unlink()
-            print(f"removed {stale}: not used by profile {params['profile']!r}")
+    remove_unused(RAW.iterdir(), set(datasets), f"not used by profile {params['profile']!r}")
 
 
 if __name__ == "__main__":

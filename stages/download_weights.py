@@ -13,6 +13,7 @@ import torch
 from ltcifar.config import active_profile, load
 from ltcifar.download import fetch_file
 from ltcifar.errors import PipelineError, run_stage
+from ltcifar.files import remove_unused
 from ltcifar.transfer import WEIGHTS_DIR, weights_file
 
 
@@ -32,9 +33,8 @@ def main() -> None:
         except Exception as e:
             raise PipelineError(f"{path} is not a PyTorch state_dict ({e})") from e
         manifest |= {"file": name, "tensors": len(state)}
-    for stale in WEIGHTS_DIR.iterdir():
-        if stale.name not in ("manifest.json", manifest.get("file")):
-            stale.unlink()
+    keep = {"manifest.json", manifest.get("file", "manifest.json")}
+    remove_unused(WEIGHTS_DIR.iterdir(), keep, "not the active profile's backbone")
     (WEIGHTS_DIR / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"backbone: {manifest}")
 

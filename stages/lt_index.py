@@ -8,6 +8,7 @@ from pathlib import Path
 from ltcifar.config import active_profile, load
 from ltcifar.datasets import load_prepared
 from ltcifar.errors import run_stage
+from ltcifar.files import remove_unused
 from ltcifar.lt_index import build_index, write_index
 
 OUT = Path("data/splits")
@@ -15,9 +16,7 @@ OUT = Path("data/splits")
 
 def main() -> None:
     splits = active_profile(load())["splits"]
-    for stale in OUT.glob("*.json"):
-        if stale.stem not in splits:
-            stale.unlink()
+    remove_unused(OUT.glob("*.json"), set(splits), "not a split of the active profile")
     for name, spec in splits.items():
         data = load_prepared(spec["dataset"])
         index = build_index(name, spec, data["y_train"], data["classes"].tolist())

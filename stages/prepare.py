@@ -11,6 +11,7 @@ from pathlib import Path
 from ltcifar.config import active_profile, load
 from ltcifar.datasets import DATASETS, prepare
 from ltcifar.errors import PipelineError, run_stage
+from ltcifar.files import remove_unused
 
 RAW = Path("data/raw")
 PREPARED = Path("data/prepared")
@@ -32,10 +33,9 @@ def main() -> None:
             f"{name}: train {a['x_train'].shape}, test {a['x_test'].shape}, "
             f"{len(a['classes'])} classes -> {out}"
         )
-    for stale in sorted(PREPARED.glob("*.npz")):
-        if stale.stem not in datasets:
-            stale.unlink()
-            print(f"removed {stale}: not used by profile {params['profile']!r}")
+    remove_unused(
+        PREPARED.glob("*.npz"), set(datasets), f"not used by profile {params['profile']!r}"
+    )
 
 
 if __name__ == "__main__":
