@@ -1,32 +1,37 @@
-"""The params.yaml schema, its cross-checks, and the resolved config of one training run.
+"""params.yaml: its schema, its cross-checks, and the resolved config of every run.
 
-Layout (see README): top-level keys describe the candidate run; ``recipe`` is the shared
-training recipe; ``profiles.<name>`` says which datasets, splits and transfer backbone a profile
-uses and how it changes the recipe; ``runs.<name>`` and ``transfer_runs.<name>`` hold each report
-run's overrides (see ``resolve_run`` for the precedence).
+Six concepts, in the order the README teaches them:
+
+1. **candidate**: the top-level keys of params.yaml are the run under study; any recipe key may
+   be set there and applies to the candidate only (``dvc exp run -S loss=ldam``).
+2. **recipe**: the shared training recipe and every method's settings.
+3. **runs**: every report run, as its overrides on the recipe; ``transfer_runs`` are runs that
+   start from the profile's pretrained backbone.
+4. **splits**: the named training subsets (long-tailed or balanced) that runs train on.
+5. **profiles**: what a profile changes: its datasets, its splits, its ``recipe`` (defaults a run
+   may override), its ``budget`` (imposed on every run) and its transfer ``backbone``.
+6. **seeds**: ``recipe.seeds``; every run trains once per seed and reports mean ± std.
+
+The ``configs`` stage validates params.yaml and writes what each later stage reads into
+``configs/`` (see ``stage_configs``), so a stage depends on files, never on params keys. This
+module imports nothing heavy: validating params.yaml needs no torch.
 """
 
 from pathlib import Path
 
-from ltcifar.datasets import DATASETS
-from ltcifar.losses import LOSSES
+from ltcifar import catalog
 from ltcifar.methods import check
-from ltcifar.mixup import MIXUPS
-from ltcifar.models import MODELS
 from ltcifar.params import REQUIRED, Field, MapOf, ParamsError, read_yaml, validate
-from ltcifar.samplers import SAMPLERS
 
 CANDIDATE = "candidate"
-
-
-def _choices(registry: dict) -> tuple:
-    return tuple(sorted(registry))
-
-
-MODEL_CHOICES = ("backbone", *_choices(MODELS))  # backbone: the profile's transfer backbone
+BACKBONE = "backbone"
+RUN_GROUPS = ("runs", "transfer_runs")
 
 RECIPE = {
-    "model": Field(MODEL_CHOICES, "resnet32"),
+    "model": Field(tuple(catalog.MODELS), "resnet32"),
+    "loss": Field(tuple(catalog.LOSSES), "cross_entropy"),
+    "sampler": Field(tuple(catalog.SAMPLERS), "instance"),
+    "mixup": Field(tuple(catalog.MIXUPS), "none"),
     "epochs": Field(int, 200),
     "batch_size": Field(int, 128),
     "lr": Field(float, 0.1),
@@ -39,7 +44,7 @@ RECIPE = {
     "warmup_epochs": Field(int, 5),
     "seeds": Field(int, [0], list_of=True),
     "shortcut": Field(("A", "B"), "A"),
-    "head": Field(("linear", "cosine"), "linear"),
+    "head": Field(("auto", "linear", "cosine"), "auto"),
     "label_smoothing": Field(float, 0.0),
     "weighting": Field(("effective", "inverse"), "effective"),
     "beta": Field(float, 0.9999),
@@ -53,8 +58,7 @@ RECIPE = {
     "mixup_alpha": Field(float, 1.0),
     "balanced_mixup_alpha": Field(float, 0.2),
     "cutmix_alpha": Field(float, 1.0),
-    "init": Field(("scratch", "pretrained"), "scratch"),
-    "finetune": Field(("full", "bn_fc", "linear"), "full"),
+    "finetune": Field(("scratch", "linear", "bn_fc", "full"), "scratch"),
     "lr_backbone_factor": Field(float, 1.0),
     "input_size": Field(int, 0),
     "stem": Field(("imagenet", "cifar"), "imagenet"),
@@ -68,19 +72,21 @@ RECIPE = {
     "deterministic": Field(bool, False),
     "eval_batch_size": Field(int, 1024),
 }
+RUN = {"split": Field(str), **RECIPE}
 
-METHOD = {
-    "split": Field(str),
-    "model": Field(("auto", *MODEL_CHOICES), "auto"),
-    "loss": Field(_choices(LOSSES), "cross_entropy"),
-    "sampler": Field(_choices(SAMPLERS), "instance"),
-    "mixup": Field(_choices(MIXUPS), "none"),
-    "seeds": RECIPE["seeds"],
-}
+# Settings every run reads, whatever its methods; the rest come from ``settings_read``.
+BASE = (
+    "name", "split", "model", "loss", "sampler", "mixup", "seeds", "epochs", "batch_size",
+    "lr", "momentum", "nesterov", "weight_decay", "schedule", "warmup_epochs", "augment",
+    "checkpoint", "checkpoint_every", "precision", "compile", "channels_last", "deterministic",
+    "eval_batch_size",
+)  # fmt: skip
+
+POSITIVE = ("epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every")
 
 SPLIT = {
-    "dataset": Field(_choices(DATASETS)),
-    "profile": Field(("exp", "step", "none")),
+    "dataset": Field(catalog.DATASETS),
+    "shape": Field(("exp", "step", "none")),
     "n_max": Field(int, 0),
     "imbalance": Field(float, 100.0),
     "n_min": Field(int, 0),
@@ -91,59 +97,101 @@ SPLIT = {
     "seed": Field(int, 0),
 }
 
-SCHEMA = {
-    "profile": Field(("full", "quick"), "full"),
-    **{k: v for k, v in METHOD.items()},
+STRUCTURE = {
+    "profile": Field(str),
     "recipe": RECIPE,
-    "pretrained": MapOf({"sources": Field(str, list_of=True), "sha256": Field(str, list_of=True)}),
-    "download": MapOf(
-        {"sources": Field(str, list_of=True), "md5": MapOf(Field(str, list_of=True))}
-    ),
+    "runs": MapOf(Field(dict), required=False),
+    "transfer_runs": MapOf(Field(dict), required=False),
     "profiles": MapOf(
         {
-            "datasets": Field(_choices(DATASETS), list_of=True),
+            "datasets": Field(catalog.DATASETS, list_of=True),
             "splits": MapOf(SPLIT),
             "recipe": Field(dict, {}),
-            "force": Field(dict, {}),
+            "budget": Field(dict, {}),
             "backbone": {
-                "source": Field(("imagenet", "run")),
-                "arch": Field(("resnet18", "resnet50"), "resnet18"),
-                "run": Field(str, ""),
+                "model": Field(tuple(catalog.MODELS)),
+                "weights": Field(("imagenet", "pretrain")),
+                "sources": Field(str, [], list_of=True),
+                "sha256": Field(str, [], list_of=True),
+                "split": Field(str, ""),
+                "recipe": Field(dict, {}),
             },
         }
     ),
-    "evaluate": {
-        "many_shot_min": Field(int, 100),
-        "few_shot_max": Field(int, 20),
-    },
-    "runs": MapOf(Field(dict), required=False),
-    "transfer_runs": MapOf(Field(dict), required=False),
+    "download": MapOf(
+        {"sources": Field(str, list_of=True), "md5": MapOf(Field(str, list_of=True))}
+    ),
+    "evaluate": {"many_shot_min": Field(int, 100), "few_shot_max": Field(int, 20)},
 }
-RUN = {**RECIPE, **{k: v for k, v in METHOD.items() if k != "model"}}
 
 
-def _check_profiles(params: dict) -> None:
-    for pname, prof in params["profiles"].items():
-        for block in ("recipe", "force"):
-            prof[block] = validate(prof[block], RECIPE, f"profiles.{pname}.{block}.", partial=True)
-        for sname, split in prof["splits"].items():
-            key = f"profiles.{pname}.splits.{sname}"
-            if split["dataset"] not in prof["datasets"]:
-                raise ParamsError(
-                    f"{key}.dataset = {split['dataset']!r} is not in profiles.{pname}.datasets"
-                )
-            if split["profile"] == "step" and split["n_min"] <= 0:
-                raise ParamsError(f"{key}.n_min must be > 0 for profile 'step'")
-            if split["profile"] == "exp" and split["imbalance"] < 1:
-                raise ParamsError(f"{key}.imbalance = {split['imbalance']} must be >= 1")
-        for ds in prof["datasets"]:
-            if ds not in params["download"]:
-                raise ParamsError(
-                    f"profiles.{pname}.datasets names {ds!r} but download.{ds} is missing"
-                )
-    if params["profile"] not in params["profiles"]:
+def _split_top_level(raw: object) -> tuple[dict, dict]:
+    """params.yaml's structure blocks, and the candidate's own keys (any run key)."""
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params.yaml must be a mapping of keys, got {raw!r}")
+    unknown = sorted(k for k in raw if k not in STRUCTURE and k not in RUN)
+    if unknown:
         raise ParamsError(
-            f"profile = {params['profile']!r} has no block profiles.{params['profile']}"
+            f"unknown key {unknown[0]}; top-level keys are {', '.join(STRUCTURE)}, or any "
+            f"run key for the candidate: {', '.join(RUN)}"
+        )
+    return (
+        {k: v for k, v in raw.items() if k in STRUCTURE},
+        {k: v for k, v in raw.items() if k in RUN},
+    )
+
+
+def _check_values(cfg: dict, where: str) -> None:
+    """Ranges a type cannot express; ``where`` prefixes each key in the message."""
+    for key in POSITIVE:
+        if key in cfg and cfg[key] <= 0:
+            raise ParamsError(f"{where}{key} = {cfg[key]} must be > 0")
+    for key in ("mixup_alpha", "balanced_mixup_alpha", "cutmix_alpha", "beta"):
+        if key in cfg and cfg[key] <= 0:
+            raise ParamsError(f"{where}{key} = {cfg[key]} must be > 0")
+    for key in ("drw_from", "drs_from"):
+        if key in cfg and not 0 <= cfg[key] <= 1:
+            raise ParamsError(f"{where}{key} = {cfg[key]} must be within [0, 1] (1 = off)")
+    if "seeds" in cfg and not cfg["seeds"]:
+        raise ParamsError(f"{where}seeds is empty; give at least one seed")
+    if "warmup_epochs" in cfg and cfg["warmup_epochs"] < 0:
+        raise ParamsError(f"{where}warmup_epochs = {cfg['warmup_epochs']} must be >= 0")
+
+
+def _check_split(key: str, split: dict, datasets: list[str]) -> None:
+    if split["dataset"] not in datasets:
+        raise ParamsError(f"{key}.dataset = {split['dataset']!r} is not in this profile's datasets")
+    if split["shape"] == "step" and split["n_min"] <= 0:
+        raise ParamsError(f"{key}.n_min = {split['n_min']} must be > 0 for shape 'step'")
+    if split["shape"] == "exp" and split["imbalance"] < 1:
+        raise ParamsError(f"{key}.imbalance = {split['imbalance']} must be >= 1")
+    for k in ("n_max", "n_min", "val_per_class"):
+        if split[k] < 0:
+            raise ParamsError(f"{key}.{k} = {split[k]} must be >= 0")
+
+
+def _check_profile(params: dict, pname: str, prof: dict) -> None:
+    where = f"profiles.{pname}."
+    for block in ("recipe", "budget"):
+        prof[block] = validate(prof[block], RECIPE, f"{where}{block}.", partial=True)
+        _check_values(prof[block], f"{where}{block}.")
+    for sname, split in prof["splits"].items():
+        _check_split(f"{where}splits.{sname}", split, prof["datasets"])
+    for ds in prof["datasets"]:
+        if ds not in params["download"]:
+            raise ParamsError(f"{where}datasets names {ds!r} but download.{ds} is missing")
+    bb = prof["backbone"]
+    bb["recipe"] = validate(bb["recipe"], RECIPE, f"{where}backbone.recipe.", partial=True)
+    if "model" in bb["recipe"]:
+        raise ParamsError(f"{where}backbone.recipe.model: set the model as backbone.model")
+    if bb["weights"] == "imagenet" and not (bb["sources"] and bb["sha256"]):
+        raise ParamsError(
+            f"{where}backbone.sources and .sha256 must name the ImageNet weights' file and hash"
+        )
+    if bb["weights"] == "pretrain" and bb["split"] not in prof["splits"]:
+        raise ParamsError(
+            f"{where}backbone.split = {bb['split']!r} must name one of this profile's splits: "
+            f"{', '.join(prof['splits'])}"
         )
 
 
@@ -151,65 +199,62 @@ def _check_runs(params: dict) -> None:
     for group in RUN_GROUPS:
         for name, run in params[group].items():
             params[group][name] = validate(run, RUN, f"{group}.{name}.", partial=True)
-    clash = set(params["runs"]) & set(params["transfer_runs"]) | {CANDIDATE} & set(all_runs(params))
-    if clash:
-        raise ParamsError(f"run name {sorted(clash)[0]!r} is used twice; run names must be unique")
-    for name, run in {CANDIDATE: {k: params[k] for k in METHOD}, **all_runs(params)}.items():
-        where = "the candidate" if name == CANDIDATE else f"{run_group(params, name)}.{name}"
-        split_key = "split" if name == CANDIDATE else f"{where}.split"
-        if "split" not in run:
-            raise ParamsError(f"missing key {split_key}")
+            _check_values(run, f"{group}.{name}.")
+    for name in params["transfer_runs"]:
+        if "model" in params["transfer_runs"][name]:
+            raise ParamsError(
+                f"transfer_runs.{name}.model: transfer runs use the profile's backbone model "
+                "(profiles.<profile>.backbone.model); remove the key"
+            )
+    names = [*params["runs"], *params["transfer_runs"]]
+    twice = sorted({n for n in names if names.count(n) > 1} | ({CANDIDATE, BACKBONE} & set(names)))
+    if twice:
+        raise ParamsError(
+            f"run name {twice[0]!r} is used twice or reserved; run names must be unique and not "
+            f"{CANDIDATE!r} or {BACKBONE!r}"
+        )
+    for name in run_names(params):
+        key = "split" if name == CANDIDATE else f"{run_group(params, name)}.{name}.split"
+        split = _overrides(params, name).get("split")
+        if split is None:
+            raise ParamsError(f"missing key {key}")
         for pname, prof in params["profiles"].items():
-            if run["split"] not in prof["splits"]:
+            if split not in prof["splits"]:
                 raise ParamsError(
-                    f"{split_key} = {run['split']!r} is not defined in profiles.{pname}.splits; "
+                    f"{key} = {split!r} is not defined in profiles.{pname}.splits; "
                     f"choose one of: {', '.join(prof['splits'])}"
                 )
 
 
-def _check_backbones(params: dict) -> None:
+def load(path: str | Path = "params.yaml") -> dict:
+    """Read and validate params.yaml; raise ParamsError naming the first bad key.
+
+    Every run's combination of methods is checked under every profile, so that
+    ``dvc exp run -S profile=...`` cannot fail later in a train stage.
+    """
+    structure, candidate = _split_top_level(read_yaml(path))
+    params = validate(structure, STRUCTURE)
+    _check_values(params["recipe"], "recipe.")
+    params[CANDIDATE] = validate(candidate, RUN, "", partial=True)
+    _check_values(params[CANDIDATE], "")
+    if params["profile"] not in params["profiles"]:
+        raise ParamsError(
+            f"profile = {params['profile']!r} has no block under profiles; choose one of: "
+            f"{', '.join(params['profiles'])}"
+        )
     for pname, prof in params["profiles"].items():
-        backbone = prof["backbone"]
-        if backbone["source"] == "run" and backbone["run"] not in params["runs"]:
-            raise ParamsError(
-                f"profiles.{pname}.backbone.run = {backbone['run']!r} must name one of runs: "
-                f"{', '.join(params['runs'])}"
-            )
-        if backbone["source"] == "imagenet" and backbone["arch"] not in params["pretrained"]:
-            raise ParamsError(
-                f"profiles.{pname}.backbone.arch = {backbone['arch']!r} has no "
-                f"pretrained.{backbone['arch']} block"
-            )
-
-
-def _check(params: dict) -> dict:
-    """Cross-field checks that a per-key schema cannot express, then every run's combination
-    of methods under every profile (so `dvc exp run -S profile=...` cannot hit one later)."""
-    _check_profiles(params)
+        _check_profile(params, pname, prof)
     _check_runs(params)
-    _check_backbones(params)
-    for name in all_runs(params) | {CANDIDATE: None}:
+    for name in run_names(params):
         where = "the candidate" if name == CANDIDATE else f"{run_group(params, name)}.{name}"
         for pname in params["profiles"]:
             check(resolve_run(params, name, pname), f"{where} (profile {pname})")
     return params
 
 
-def load(path: str | Path = "params.yaml") -> dict:
-    """Read and validate params.yaml; raise ParamsError naming the first bad key."""
-    return _check(validate(read_yaml(path), SCHEMA))
-
-
-def active_profile(params: dict, profile: str | None = None) -> dict:
-    return params["profiles"][profile or params["profile"]]
-
-
-RUN_GROUPS = ("runs", "transfer_runs")
-
-
 def all_runs(params: dict) -> dict:
-    """Every report run: ``runs`` and ``transfer_runs`` (separate only so that DVC can order
-    transfer runs after the run whose checkpoint they start from)."""
+    """Every report run: ``runs`` and ``transfer_runs`` (two groups because DVC gives the
+    transfer runs one more dependency, the backbone)."""
     return {name: run for group in RUN_GROUPS for name, run in params[group].items()}
 
 
@@ -221,31 +266,91 @@ def run_names(params: dict) -> list[str]:
     return [CANDIDATE, *all_runs(params)]
 
 
-def resolve_run(params: dict, name: str, profile: str | None = None) -> dict:
-    """The full config of one run: recipe <- profile recipe <- the run's own keys <- profile force.
-
-    A profile's ``recipe`` holds defaults that runs may override (quick's smaller model); its
-    ``force`` holds what it imposes on every run (quick's few epochs and one seed).
-
-    ``model: backbone`` becomes the profile's backbone architecture (a torchvision ResNet for
-    ImageNet weights, or the model of the run whose checkpoint is the backbone).
-    """
-    if name != CANDIDATE and name not in all_runs(params):
+def _overrides(params: dict, name: str) -> dict:
+    if name == CANDIDATE:
+        return params[CANDIDATE]
+    if name not in all_runs(params):
         raise ParamsError(f"unknown run {name!r}; choose one of: {', '.join(run_names(params))}")
-    overrides = {k: params[k] for k in METHOD} if name == CANDIDATE else all_runs(params)[name]
-    overrides = {k: v for k, v in overrides.items() if not (k == "model" and v == "auto")}
-    defaults = {k: f.default for k, f in METHOD.items() if f.default is not REQUIRED}
-    prof = active_profile(params, profile)
-    cfg = {**defaults, **params["recipe"], **prof["recipe"], **overrides, **prof["force"]}
-    cfg["name"] = name
-    cfg["split_spec"] = prof["splits"].get(cfg["split"])
-    backbone, arch = dict(prof["backbone"]), None
-    if backbone["source"] == "imagenet":
-        backbone["sources"] = params["pretrained"][backbone["arch"]]["sources"]
-        arch = f"tv_{backbone['arch']}"
-    elif cfg["model"] == "backbone" or cfg["init"] == "pretrained":
-        arch = resolve_run(params, backbone["run"], profile)["model"]
-    cfg["backbone"], cfg["backbone_model"] = backbone, arch
-    if cfg["model"] == "backbone":
-        cfg["model"] = arch
+    return all_runs(params)[name]
+
+
+def resolve_run(params: dict, name: str, profile: str | None = None) -> dict:
+    """Every setting of one run: recipe <- profile recipe <- (transfer runs: the backbone's
+    recipe and model) <- the run's own keys <- profile budget."""
+    prof = params["profiles"][profile or params["profile"]]
+    transfer = name in params["transfer_runs"]
+    backbone = (
+        {**prof["backbone"]["recipe"], "model": prof["backbone"]["model"]} if transfer else {}
+    )
+    own = _overrides(params, name)
+    cfg = {**params["recipe"], **prof["recipe"], **backbone, **own, **prof["budget"], "name": name}
+    if cfg["head"] == "auto":
+        cfg["head"] = "cosine" if cfg["loss"] == "ldam" else "linear"
+    cfg["transfer"] = transfer
     return cfg
+
+
+def settings_read(cfg: dict) -> list[str]:
+    """The settings a run's methods read: the base settings, each chosen method's own (from the
+    catalogue), and those of the features it turns on."""
+    keys = [*BASE]
+    keys += catalog.MODELS[cfg["model"]]
+    keys += catalog.LOSSES[cfg["loss"]] + catalog.SAMPLERS[cfg["sampler"]]
+    keys += catalog.MIXUPS[cfg["mixup"]]
+    if cfg["schedule"] == "multistep":
+        keys += ["milestones", "gamma"]
+    if cfg["augment"]:
+        keys += ["pad_mode"]
+    if cfg["drw_from"] < 1:
+        keys += ["drw_from", "weighting", "beta"]
+    if cfg["drs_from"] < 1:
+        keys += ["drs_from"]
+    if cfg["posthoc_tau"] > 0:
+        keys += ["posthoc_tau"]
+    if cfg["finetune"] != "scratch":
+        keys += ["finetune", "lr_backbone_factor"]
+    return list(dict.fromkeys(keys))
+
+
+def run_config(params: dict, name: str, profile: str | None = None) -> dict:
+    """What ``configs/runs/<name>.json`` holds: the settings the run reads, and no others."""
+    cfg = resolve_run(params, name, profile)
+    return {k: cfg[k] for k in settings_read(cfg)}
+
+
+def backbone_config(params: dict, profile: str | None = None) -> dict:
+    """What the ``backbone`` stage reads: the verified ImageNet weights' sources, or the
+    split spec and training config of the backbone this pipeline pretrains itself."""
+    prof = params["profiles"][profile or params["profile"]]
+    bb = prof["backbone"]
+    if bb["weights"] == "imagenet":
+        return {k: bb[k] for k in ("model", "weights", "sources", "sha256")}
+    cfg = {**params["recipe"], **prof["recipe"], "model": bb["model"], "split": bb["split"]}
+    cfg = {**cfg, **prof["budget"], "name": BACKBONE}
+    cfg["head"] = "linear" if cfg["head"] == "auto" else cfg["head"]
+    cfg["seeds"] = cfg["seeds"][:1]
+    run = {k: cfg[k] for k in settings_read(cfg)}
+    return {
+        "model": bb["model"],
+        "weights": "pretrain",
+        "split": bb["split"],
+        "split_spec": prof["splits"][bb["split"]],
+        "run": run,
+    }
+
+
+def stage_configs(params: dict) -> dict[str, dict]:
+    """Every file the ``configs`` stage writes, by path under ``configs/``, for the active
+    profile: one per run, and one per data stage with exactly what that stage reads."""
+    prof = params["profiles"][params["profile"]]
+    files = {f"runs/{name}.json": run_config(params, name) for name in run_names(params)}
+    files["download.json"] = {ds: params["download"][ds] for ds in prof["datasets"]}
+    files["splits.json"] = prof["splits"]
+    files["backbone.json"] = backbone_config(params)
+    files["evaluate.json"] = {"profile": params["profile"], **params["evaluate"]}
+    return files
+
+
+def defaults() -> dict:
+    """The recipe's defaults (for tests and benchmarks that build a config by hand)."""
+    return {k: f.default for k, f in RECIPE.items() if f.default is not REQUIRED}

@@ -44,7 +44,12 @@ def channel_stats(prepared: np.lib.npyio.NpzFile, device: torch.device) -> tuple
 
 
 def load_split(split: str, device: torch.device, root: Path = Path("data")) -> SplitData:
-    index = read_index(root / "splits" / f"{split}.json")
+    """The split written by the lt_index stage, as device tensors."""
+    return split_data(read_index(root / "splits" / f"{split}.json"), device, root)
+
+
+def split_data(index: dict, device: torch.device, root: Path = Path("data")) -> SplitData:
+    """The training and validation images of one split index, as device tensors."""
     data = load_prepared(index["dataset"], root / "prepared")
     x_all, y_all = data["x_train"], data["y_train"]
     train = np.concatenate([np.asarray(i, dtype=np.int64) for i in index["train_indices"]])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ltcifar import catalog
 from ltcifar.errors import PipelineError
 from ltcifar.registry import Registry
 
@@ -27,7 +28,7 @@ class DatasetSpec:
     read: Callable[[Path], Arrays]
 
 
-DATASETS = Registry("dataset")
+DATASETS = Registry("dataset", catalog.DATASETS)
 
 
 def _cifar_reader(
@@ -106,30 +107,36 @@ def _read_fashion(raw: Path) -> Arrays:
     )
 
 
-DATASETS["cifar10"] = DatasetSpec(
-    ("cifar-10-python.tar.gz",),
-    _cifar_reader(
-        "cifar-10-python.tar.gz",
-        [f"data_batch_{i}" for i in range(1, 6)],
-        "test_batch",
-        "batches.meta",
-        "labels",
-        "label_names",
-    ),
+DATASETS.register("cifar10")(
+    DatasetSpec(
+        ("cifar-10-python.tar.gz",),
+        _cifar_reader(
+            "cifar-10-python.tar.gz",
+            [f"data_batch_{i}" for i in range(1, 6)],
+            "test_batch",
+            "batches.meta",
+            "labels",
+            "label_names",
+        ),
+    )
 )
-DATASETS["cifar100"] = DatasetSpec(
-    ("cifar-100-python.tar.gz",),
-    _cifar_reader(
-        "cifar-100-python.tar.gz", ["train"], "test", "meta", "fine_labels", "fine_label_names"
-    ),
+DATASETS.register("cifar100")(
+    DatasetSpec(
+        ("cifar-100-python.tar.gz",),
+        _cifar_reader(
+            "cifar-100-python.tar.gz", ["train"], "test", "meta", "fine_labels", "fine_label_names"
+        ),
+    )
 )
-DATASETS["fashion_mnist"] = DatasetSpec(
-    tuple(
-        f"{p}-{k}-idx{d}-ubyte.gz"
-        for p in ("train", "t10k")
-        for k, d in (("images", 3), ("labels", 1))
-    ),
-    _read_fashion,
+DATASETS.register("fashion_mnist")(
+    DatasetSpec(
+        tuple(
+            f"{p}-{k}-idx{d}-ubyte.gz"
+            for p in ("train", "t10k")
+            for k, d in (("images", 3), ("labels", 1))
+        ),
+        _read_fashion,
+    )
 )
 
 

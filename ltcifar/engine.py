@@ -11,7 +11,6 @@ import json
 import math
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,94 +19,34 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ltcifar.augment import crop_flip, to_input
-from ltcifar.config import RECIPE
 from ltcifar.data import SplitData
+from ltcifar.device import autocast_for
 from ltcifar.errors import PipelineError
-from ltcifar.losses import build_loss, log_prior
-from ltcifar.methods import sampler_for
+from ltcifar.inference import predict
+from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
 from ltcifar.mixup import MIXUPS
 from ltcifar.models import build_model, model_options
-from ltcifar.samplers import SAMPLERS, class_weighted_draw
-from ltcifar.transfer import apply_mode, load_pretrained, param_groups, train_mode
+from ltcifar.samplers import SAMPLERS, class_weighted_draw, sampler_for
+from ltcifar.transfer import apply_mode, init_from_backbone, param_groups, train_mode
 
 LogFn = Callable[[int, dict[str, float]], None]
-
-
-def select_device(name: str = "auto") -> torch.device:
-    return torch.device(
-        "cuda"
-        if name == "auto" and torch.cuda.is_available()
-        else "cpu"
-        if name == "auto"
-        else name
-    )
-
-
-def device_name(device: torch.device) -> str:
-    """The card's or CPU's model name, so every reported number says which machine made it."""
-    if device.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(device)}"
-    cpuinfo = Path("/proc/cpuinfo")
-    models = (
-        [
-            ln.split(":", 1)[1].strip()
-            for ln in cpuinfo.read_text().splitlines()
-            if ln.startswith("model name")
-        ]
-        if cpuinfo.exists()
-        else []
-    )
-    return f"cpu: {models[0] if models else 'unknown'} ({torch.get_num_threads()} threads)"
 
 
 def lr_factor(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
     """Per-step multiplier of the base lr: linear warm-up, then multi-step or cosine decay."""
     warm, total = cfg["warmup_epochs"] * steps_per_epoch, cfg["epochs"] * steps_per_epoch
-    milestones = [m * steps_per_epoch for m in cfg["milestones"]]
+    multistep = cfg["schedule"] == "multistep"
+    milestones = [m * steps_per_epoch for m in cfg["milestones"]] if multistep else []
 
     def factor(step: int) -> float:
         if step < warm:
             return (step + 1) / warm
-        if cfg["schedule"] == "cosine":
+        if not multistep:
             return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
         return cfg["gamma"] ** sum(step >= m for m in milestones)
 
     return factor
-
-
-def predict(
-    model: torch.nn.Module,
-    x: torch.Tensor,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    cfg: dict,
-    counts: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Logits (fp32) of uint8 images, in large batches under inference_mode.
-
-    With ``counts`` and ``posthoc_tau > 0``, returns post-hoc logit-adjusted scores
-    z - tau log pi (Menon et al. 2021), whose argmax is the balanced-error prediction.
-    """
-    model.eval()
-    bs = cfg["eval_batch_size"]
-    with torch.inference_mode(), autocast_for(x.device, cfg):
-        logits = torch.cat(
-            [
-                model(to_input(x[i : i + bs], mean, std, cfg["channels_last"])).float()
-                for i in range(0, len(x), bs)
-            ]
-        )
-    if counts is not None and cfg["posthoc_tau"] > 0:
-        logits = logits - cfg["posthoc_tau"] * log_prior(counts.to(logits.device))
-    return logits
-
-
-def autocast_for(device: torch.device, cfg: dict):
-    """bf16 autocast on CUDA unless ``precision: fp32``; the CPU always runs fp32."""
-    if device.type == "cuda" and cfg["precision"] == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def fingerprint(cfg: dict) -> str:
@@ -139,8 +78,11 @@ def train(
     device: torch.device,
     ckpt_path: Path | None = None,
     log: LogFn | None = None,
+    backbone: dict | None = None,
 ) -> TrainResult:
-    """Train one run for one seed; resume from ``ckpt_path`` if it holds this very run."""
+    """Train one run for one seed; resume from ``ckpt_path`` if it holds this very run.
+
+    ``backbone`` is the state_dict a transfer run starts from (all but the new head)."""
     if cfg["checkpoint"] == "best_val" and len(data.y_val) == 0:
         raise PipelineError(
             f"run {cfg['name']!r}: checkpoint: best_val needs a validation set, "
@@ -154,8 +96,8 @@ def train(
     C, n, bs = data.num_classes, len(data.y), min(cfg["batch_size"], len(data.y))
     steps = n // bs
     model = build_model(cfg["model"], C, data.in_channels, **model_options(cfg))
-    if cfg["init"] == "pretrained":
-        load_pretrained(model, cfg, seed)
+    if backbone is not None:
+        init_from_backbone(model, backbone)
     apply_mode(model, cfg["finetune"])
     model = model.to(device)
     if cfg["channels_last"]:
@@ -273,23 +215,6 @@ def train(
     if cfg["checkpoint"] == "best_val":
         return TrainResult(best["state"], history, best["epoch"])
     return TrainResult(model.state_dict(), history, cfg["epochs"] - 1)
-
-
-def load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
-    """A model saved by the train stage, rebuilt from the config saved beside its weights."""
-    if not path.exists():
-        raise PipelineError(f"{path} not found; run `dvc repro` on the train stage of this run")
-    saved = torch.load(path, map_location=device, weights_only=False)
-    # recipe keys added since the checkpoint was written take their defaults
-    cfg = saved["config"] = {**{k: f.default for k, f in RECIPE.items()}, **saved["config"]}
-    model = build_model(
-        cfg["model"], len(saved["classes"]), saved["in_channels"], **model_options(cfg)
-    )
-    model.load_state_dict(saved["state_dict"])
-    model = model.to(
-        device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format
-    )
-    return model, saved
 
 
 def save_atomic(obj: object, path: Path) -> None:

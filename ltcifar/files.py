@@ -16,3 +16,11 @@ def remove_unused(paths: Iterable[Path], keep: set[str], why: str) -> None:
         else:
             path.unlink()
         print(f"removed {path}: {why}")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write through a temporary sibling and a rename, so a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

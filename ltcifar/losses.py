@@ -11,11 +11,12 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from ltcifar import catalog
 from ltcifar.registry import Registry
 
 PerSample = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
-LOSSES = Registry("loss")
+LOSSES = Registry("loss", catalog.LOSSES)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -108,12 +109,14 @@ def build_loss(cfg: dict, counts: torch.Tensor) -> LossFn:
     """The run's loss as ``loss(logits, targets, epoch)``, mean-reduced, with deferred
     re-weighting (DRW) from epoch ``round(drw_from * epochs)`` when ``drw_from < 1``."""
     per_sample = LOSSES[cfg["loss"]](counts, cfg)
-    drw_epoch = round(cfg["drw_from"] * cfg["epochs"]) if cfg["drw_from"] < 1 else None
+    if cfg["drw_from"] >= 1:
+        return lambda logits, targets, epoch: per_sample(logits, targets).mean()
+    drw_epoch = round(cfg["drw_from"] * cfg["epochs"])
     weights = class_weights(counts, cfg["weighting"], cfg["beta"]).to(counts.device)
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         losses = per_sample(logits, targets)
-        if drw_epoch is not None and epoch >= drw_epoch:
+        if epoch >= drw_epoch:
             return weighted_mean(losses, targets, weights)
         return losses.mean()
 

@@ -18,10 +18,10 @@ from ltcifar.errors import PipelineError
 
 def class_counts(spec: dict, num_classes: int, n_max: int) -> list[int]:
     """Per-class training counts of a profile, computed exactly as LDAM-DRW does for ``exp``."""
-    if spec["profile"] == "exp":
+    if spec["shape"] == "exp":
         factor = 1.0 / spec["imbalance"]
         return [int(n_max * factor ** (i / (num_classes - 1.0))) for i in range(num_classes)]
-    if spec["profile"] == "step":
+    if spec["shape"] == "step":
         return [n_max if i < spec["k"] else spec["n_min"] for i in range(num_classes)]
     return [n_max] * num_classes
 

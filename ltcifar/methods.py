@@ -1,19 +1,9 @@
-"""How the registered methods compose: which sampler an epoch uses, and which combinations of
-loss, sampler, mixup and schedule are refused (before any work starts) and why."""
+"""How the registered methods compose: which combinations of loss, sampler, mixup and schedule
+are refused (by the configs stage, before any work starts) and why."""
 
 from ltcifar.params import ParamsError
 
 PRIOR_LOSSES = ("balanced_softmax", "logit_adjusted")
-
-
-def sampler_for(cfg: dict, epoch: int) -> str:
-    """The sampler of one epoch: ``sampler_mixup`` implies class-balanced batches, and deferred
-    re-sampling (DRS) switches to class-balanced from epoch ``round(drs_from * epochs)``."""
-    if cfg["mixup"] == "sampler_mixup":
-        return "class_balanced"
-    if cfg["drs_from"] < 1 and epoch >= round(cfg["drs_from"] * cfg["epochs"]):
-        return "class_balanced"
-    return cfg["sampler"]
 
 
 def refusal(cfg: dict) -> str | None:
@@ -41,15 +31,16 @@ def refusal(cfg: dict) -> str | None:
         )
     if loss == "weighted_ce" and cfg["drw_from"] < 1:
         return "weighted_ce is re-weighted from the start; drw_from would weight it twice"
-    if loss == "ldam" and cfg["head"] != "cosine":
+    if loss == "ldam" and (cfg["head"] != "cosine" or cfg["model"].startswith("tv_")):
         return (
             "ldam's scale assumes a cosine classifier (the LDAM-DRW code's NormedLinear); "
-            "set head: cosine"
+            "use a CIFAR model with head: cosine (head: auto picks it for ldam)"
         )
-    if cfg["init"] == "pretrained" and cfg["model"] != cfg["backbone_model"]:
-        return "init: pretrained loads the profile's backbone; set model: backbone"
-    if cfg["init"] == "scratch" and cfg["finetune"] != "full":
-        return f"finetune: {cfg['finetune']} would freeze random weights; use init: pretrained"
+    if cfg["finetune"] != "scratch" and not cfg["transfer"]:
+        return (
+            f"finetune: {cfg['finetune']} fine-tunes the profile's pretrained backbone; "
+            "only transfer_runs have one (use finetune: scratch)"
+        )
     if cfg["label_smoothing"] > 0 and loss != "cross_entropy":
         return f"label_smoothing only applies to cross_entropy, not {loss}"
     return None

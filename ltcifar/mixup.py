@@ -10,11 +10,12 @@ from collections.abc import Callable
 
 import torch
 
+from ltcifar import catalog
 from ltcifar.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 MixFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator, Callable[[int], Batch]], Batch]
-MIXUPS = Registry("mixup")
+MIXUPS = Registry("mixup", catalog.MIXUPS)
 
 
 def beta(a: float, b: float) -> float:

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltcifar import catalog
 from ltcifar.registry import Registry
 
-MODELS = Registry("model")
+MODELS = Registry("model", catalog.MODELS)
 
 
 class PadShortcut(nn.Module):
@@ -122,6 +123,40 @@ for _depth in (20, 56):
     _register(f"plainnet{_depth}", _depth, residual=False)
 
 
+class TorchvisionNet(nn.Module):
+    """A torchvision ResNet with a new head, for 1- or 3-channel images of any size.
+
+    ``input_size`` > 0 upsamples on the device (e.g. 32 -> 224, the pretraining resolution);
+    ``stem: cifar`` swaps the 7x7/2 conv + max-pool for a new 3x3/1 conv, to keep 32 px cheap.
+    """
+
+    def __init__(self, arch: str, num_classes: int, input_size: int = 0, stem: str = "imagenet"):
+        super().__init__()
+        import torchvision  # here, not at the top: only these models need it, and it is slow
+
+        self.net = getattr(torchvision.models, arch)(weights=None)
+        if stem == "cifar":
+            self.net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+            self.net.maxpool = nn.Identity()
+        self.net.fc = nn.Linear(self.net.fc.in_features, num_classes)
+        self.input_size = input_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        if self.input_size and x.shape[-1] != self.input_size:
+            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
+        return self.net(x)
+
+
+for _arch in ("resnet18", "resnet50"):
+    MODELS.register(f"tv_{_arch}")(
+        lambda num_classes, in_channels=3, input_size=0, stem="imagenet", _a=_arch, **_: (
+            TorchvisionNet(_a, num_classes, input_size, stem)
+        )
+    )
+
+
 def build_model(name: str, num_classes: int, in_channels: int = 3, **options: object) -> nn.Module:
     """Build a registered model by its params name; each builder takes the options it knows
     (shortcut, head for the CIFAR nets; input_size, stem for torchvision backbones)."""
@@ -129,4 +164,5 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, **options: ob
 
 
 def model_options(cfg: dict) -> dict:
-    return {k: cfg[k] for k in ("shortcut", "head", "input_size", "stem")}
+    """The model settings a run's config holds (the catalogue lists each model's)."""
+    return {k: cfg[k] for k in ("shortcut", "head", "input_size", "stem") if k in cfg}

@@ -1,21 +1,26 @@
 """Name -> function registries, so params.yaml picks methods by the names it validates against."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 
 class Registry(dict):
     """A dict of named builders whose lookup error lists the valid names.
 
-    Adding a method is one function plus one ``@REGISTRY.register("name")`` line; the params
-    validator reads ``sorted(registry)`` so the allowed choices never drift from the code.
+    Adding a method is one function plus one ``@REGISTRY.register("name")`` line, and one entry
+    in ``ltcifar/catalog.py`` naming the settings it reads. Only catalogued names register, so
+    the names params.yaml is validated against (the catalogue, torch-free) never drift from the
+    code.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, catalog: Iterable[str]) -> None:
         super().__init__()
-        self.kind = kind
+        self.kind, self.catalog = kind, frozenset(catalog)
 
     def register(self, name: str) -> Callable[[Any], Any]:
+        if name not in self.catalog:
+            raise KeyError(f"{self.kind} {name!r} is not in ltcifar/catalog.py; add it there")
+
         def deco(obj: Any) -> Any:
             if name in self:
                 raise KeyError(f"{self.kind} {name!r} registered twice")

@@ -9,10 +9,11 @@ from collections.abc import Callable
 
 import torch
 
+from ltcifar import catalog
 from ltcifar.registry import Registry
 
 Sampler = Callable[[torch.Tensor, torch.Tensor, int, int, torch.Generator], torch.Tensor]
-SAMPLERS = Registry("sampler")
+SAMPLERS = Registry("sampler", catalog.SAMPLERS)
 
 
 def class_weighted_draw(
@@ -58,6 +59,16 @@ def progressive_probs(n: torch.Tensor, progress: float) -> torch.Tensor:
     return (1 - progress) * n / n.sum() + progress / len(n)
 
 
-SAMPLERS["class_balanced"] = _by_class_probs(class_balanced_probs)
-SAMPLERS["sqrt"] = _by_class_probs(sqrt_probs)
-SAMPLERS["progressive"] = _by_class_probs(progressive_probs)
+SAMPLERS.register("class_balanced")(_by_class_probs(class_balanced_probs))
+SAMPLERS.register("sqrt")(_by_class_probs(sqrt_probs))
+SAMPLERS.register("progressive")(_by_class_probs(progressive_probs))
+
+
+def sampler_for(cfg: dict, epoch: int) -> str:
+    """The sampler of one epoch: ``sampler_mixup`` implies class-balanced batches, and deferred
+    re-sampling (DRS) switches to class-balanced from epoch ``round(drs_from * epochs)``."""
+    if cfg["mixup"] == "sampler_mixup":
+        return "class_balanced"
+    if cfg["drs_from"] < 1 and epoch >= round(cfg["drs_from"] * cfg["epochs"]):
+        return "class_balanced"
+    return cfg["sampler"]

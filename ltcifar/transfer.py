@@ -1,58 +1,24 @@
 """Transfer learning: torchvision backbones, their pretrained weights, and the fine-tuning modes.
 
-Weights are data: the `download_weights` stage fetches them with a hash check into
-``models/pretrained/``, and a run loads them from there, never from the network. A run can also
-start from a checkpoint of this pipeline (``backbone.source: run``), which makes the whole
-transfer path testable offline with real learned weights.
+Weights are data: the ``backbone`` stage writes them to ``models/backbone/backbone.pt``, either
+ImageNet weights fetched with a hash check or a network this pipeline pretrains itself on another
+split (``weights: pretrain``, which makes the transfer path run offline with real learned
+weights), and a run loads them from there, never from the network.
 
-Modes: ``linear`` trains only the new head; ``bn_fc`` also BatchNorm's affine parameters;
-``full`` everything. In the frozen modes BatchNorm keeps its running statistics (eval mode).
+Modes (``finetune``): ``scratch`` trains everything from random weights; ``linear`` trains only
+the new head; ``bn_fc`` also BatchNorm's affine parameters; ``full`` everything. In the frozen
+modes BatchNorm keeps its running statistics (eval mode).
 """
 
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import torch
-import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from ltcifar.errors import PipelineError
-from ltcifar.models import MODELS
+from ltcifar.models import TorchvisionNet
 
-WEIGHTS_DIR = Path("models/pretrained")
-
-
-class TorchvisionNet(nn.Module):
-    """A torchvision ResNet with a new head, for 1- or 3-channel images of any size.
-
-    ``input_size`` > 0 upsamples on the device (e.g. 32 -> 224, the pretraining resolution);
-    ``stem: cifar`` swaps the 7x7/2 conv + max-pool for a new 3x3/1 conv, to keep 32 px cheap.
-    """
-
-    def __init__(self, arch: str, num_classes: int, input_size: int = 0, stem: str = "imagenet"):
-        super().__init__()
-        self.net = getattr(torchvision.models, arch)(weights=None)
-        if stem == "cifar":
-            self.net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-            self.net.maxpool = nn.Identity()
-        self.net.fc = nn.Linear(self.net.fc.in_features, num_classes)
-        self.input_size = input_size
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        if self.input_size and x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=self.input_size, mode="bilinear", align_corners=False)
-        return self.net(x)
-
-
-for _arch in ("resnet18", "resnet50"):
-    MODELS.register(f"tv_{_arch}")(
-        lambda num_classes, in_channels=3, input_size=0, stem="imagenet", _a=_arch, **_: (
-            TorchvisionNet(_a, num_classes, input_size, stem)
-        )
-    )
+BACKBONE_FILE = Path("models/backbone/backbone.pt")
 
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:
@@ -77,7 +43,7 @@ def bn_names(model: nn.Module) -> set[str]:
 
 
 def trainable_names(model: nn.Module, mode: str) -> set[str]:
-    if mode == "full":
+    if mode in ("scratch", "full"):
         return {n for n, _ in model.named_parameters()}
     return head_names(model) | (bn_names(model) if mode == "bn_fc" else set())
 
@@ -92,7 +58,7 @@ def apply_mode(model: nn.Module, mode: str) -> None:
 def train_mode(model: nn.Module, mode: str) -> None:
     """model.train(), except that frozen modes keep BatchNorm's running statistics fixed."""
     model.train()
-    if mode != "full":
+    if mode not in ("scratch", "full"):
         for m in model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
@@ -100,7 +66,7 @@ def train_mode(model: nn.Module, mode: str) -> None:
 
 def param_groups(model: nn.Module, cfg: dict) -> list[dict]:
     """Trainable parameters in two groups: backbone at lr * lr_backbone_factor, head at lr."""
-    head = head_names(model) if cfg["init"] == "pretrained" else set()
+    head = head_names(model) if cfg["finetune"] != "scratch" else set()
     groups = [
         {
             "params": [p for n, p in model.named_parameters() if p.requires_grad and n not in head],
@@ -114,40 +80,18 @@ def param_groups(model: nn.Module, cfg: dict) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def weights_file(sources: list[str]) -> Path:
-    """Where the download_weights stage puts verified weights: the official file name (the first
-    source's), which carries torchvision's hash prefix."""
-    if not sources:
-        raise PipelineError("pretrained.<arch>.sources is empty; give the weights' URL or path")
-    return WEIGHTS_DIR / urlsplit(sources[0]).path.rstrip("/").rsplit("/", 1)[-1]
+def load_backbone(path: Path = BACKBONE_FILE) -> dict:
+    """The backbone stage's weights, in this project's key space (``net.*`` for torchvision)."""
+    if not path.exists():
+        raise PipelineError(f"backbone weights {path} not found; run `dvc repro backbone`")
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_pretrained(model: nn.Module, cfg: dict, seed: int) -> None:
-    """Load the backbone's weights into ``model`` (all but its new head)."""
-    source = cfg["backbone"]
-    if source["source"] == "imagenet":
-        path = weights_file(source["sources"])
-        if not path.exists():
-            raise PipelineError(
-                f"pretrained weights {path} not found (from {', '.join(source['sources'])}); "
-                f"run `dvc repro download_weights`, or set pretrained.{source['arch']}.sources "
-                "to a local copy"
-            )
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {f"net.{k}": v for k, v in state.items()}
-    else:
-        path = Path("models") / source["run"] / f"seed{seed}.pt"
-        if not path.exists():
-            path = Path("models") / source["run"] / "seed0.pt"
-        if not path.exists():
-            raise PipelineError(
-                f"backbone checkpoint {path} not found; train run {source['run']!r} first "
-                "(profiles.<profile>.backbone.run)"
-            )
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+def init_from_backbone(model: nn.Module, state: dict, where: str = str(BACKBONE_FILE)) -> None:
+    """Load the backbone's weights into ``model``, all but its new head."""
     heads = head_prefixes(model)
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(heads)}
     bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
     if bad:
-        raise PipelineError(f"{path} does not fit model {cfg['model']}: no matching {bad[0]}")
+        raise PipelineError(f"{where} does not fit this model: no matching {bad[0]}")
     model.load_state_dict({k: state[k] for k in own}, strict=False)

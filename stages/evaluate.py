@@ -1,6 +1,7 @@
 """DVC stage `evaluate` / `evaluate_runs@<run>`: score every seed of a run on the test set.
 
 Usage: python -m stages.evaluate <run>
+Reads configs/runs/<run>.json, configs/evaluate.json, the run's models and the test set.
 Writes metrics/<run>.json (compact: mean, std and per-seed values, for `dvc metrics diff`),
 metrics/<run>/per_class.csv and metrics/<run>/confusion.csv (for `dvc plots`).
 This is the only stage that reads test images, and it only ever scores finished models.
@@ -14,11 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ltcifar.config import load, resolve_run
 from ltcifar.data import channel_stats
 from ltcifar.datasets import load_prepared
-from ltcifar.engine import load_trained, predict, select_device
+from ltcifar.device import select_device
 from ltcifar.errors import run_stage
+from ltcifar.inference import load_trained, predict
 from ltcifar.lt_index import read_index
 from ltcifar.metrics import (
     confusion,
@@ -30,6 +31,7 @@ from ltcifar.metrics import (
     summarize,
     top_k_accuracy,
 )
+from ltcifar.runconfig import read_config, read_run_config
 from ltcifar.transfer import trainable_names
 
 
@@ -57,8 +59,7 @@ def score_seed(path: Path, x: torch.Tensor, y: torch.Tensor, prepared, counts: l
 
 def main() -> None:
     run = sys.argv[1] if len(sys.argv) > 1 else "candidate"
-    params = load()
-    cfg = resolve_run(params, run)
+    cfg, settings = read_run_config(run), read_config("evaluate.json")
     index = read_index(Path("data/splits") / f"{cfg['split']}.json")
     data = load_prepared(index["dataset"])
     device = select_device()
@@ -66,8 +67,8 @@ def main() -> None:
     classes = index["classes"]
     groups = shot_groups(
         np.array(index["counts"]),
-        params["evaluate"]["many_shot_min"],
-        params["evaluate"]["few_shot_max"],
+        settings["many_shot_min"],
+        settings["few_shot_max"],
     )
     per_seed, confs, devices = {}, [], set()
     for seed in cfg["seeds"]:
@@ -90,7 +91,7 @@ def main() -> None:
         "run": {
             "dataset": index["dataset"],
             "split": cfg["split"],
-            "profile": params["profile"],
+            "profile": settings["profile"],
             "model": cfg["model"],
             "loss": cfg["loss"],
             "sampler": cfg["sampler"],
@@ -99,7 +100,7 @@ def main() -> None:
             "test_images": int(len(y)),
             "train_images": index["total_train"],
             "device": ", ".join(sorted(devices)),
-            "mode": cfg["finetune"] if cfg["init"] == "pretrained" else "scratch",
+            "mode": cfg["finetune"],
             "params": info["params"],
             "trainable_params": info["trainable_params"],
         },

@@ -1,14 +1,13 @@
-"""DVC stage ``prepare``: turn each raw dataset of the active profile into one ``.npz``.
+"""DVC stage ``prepare``: turn each downloaded dataset into one ``.npz`` of uint8 arrays.
 
-Decoding tarballs and IDX files once, here, lets every training run load plain arrays. Archives
-that pass the MD5 check but cannot be read (a custom MD5 for the wrong format) fail with one line
-instead of a traceback (see ``ltcifar.datasets.prepare``); ``.npz`` files of datasets the profile
-does not use are removed.
+Decoding tarballs and IDX files once, here, lets every training run load plain arrays. The
+datasets are the folders of ``data/raw`` (the download stage keeps exactly the active profile's),
+so this stage reads no params. Archives that pass the MD5 check but cannot be read fail with one
+line (see ``ltcifar.datasets.prepare``); ``.npz`` files of other datasets are removed.
 """
 
 from pathlib import Path
 
-from ltcifar.config import active_profile, load
 from ltcifar.datasets import DATASETS, prepare
 from ltcifar.errors import PipelineError, run_stage
 from ltcifar.files import remove_unused
@@ -18,14 +17,14 @@ PREPARED = Path("data/prepared")
 
 
 def main() -> None:
-    params = load()
-    datasets = active_profile(params)["datasets"]
+    datasets = sorted(p.name for p in RAW.iterdir() if p.is_dir()) if RAW.is_dir() else []
+    if not datasets:
+        raise PipelineError(f"{RAW} holds no dataset; run `dvc repro download` first")
     for name in datasets:
-        raw = RAW / name
-        missing = [f for f in DATASETS[name].files if not (raw / f).is_file()]
-        if not raw.is_dir() or missing:
-            what = "not found" if not raw.is_dir() else f"lacks {', '.join(missing)}"
-            raise PipelineError(f"{raw} {what}; run `dvc repro download` first")
+        missing = [f for f in DATASETS[name].files if not (RAW / name / f).is_file()]
+        if missing:
+            lacks = ", ".join(missing)
+            raise PipelineError(f"{RAW / name} lacks {lacks}; run `dvc repro download`")
     for name in datasets:
         out = PREPARED / f"{name}.npz"
         a = prepare(name, RAW / name, out)
@@ -33,9 +32,7 @@ def main() -> None:
             f"{name}: train {a['x_train'].shape}, test {a['x_test'].shape}, "
             f"{len(a['classes'])} classes -> {out}"
         )
-    remove_unused(
-        PREPARED.glob("*.npz"), set(datasets), f"not used by profile {params['profile']!r}"
-    )
+    remove_unused(PREPARED.glob("*.npz"), set(datasets), "not a downloaded dataset")
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
-"""End to end in a temporary git repo: `dvc repro` (quick profile), a candidate experiment,
-and `dvc metrics diff` on real Fashion-MNIST.
+"""End to end in a temporary git repo on real Fashion-MNIST: `dvc repro` (quick profile), then
+experiments that must rerun exactly the stages they affect, `dvc metrics diff`, and bad values.
 
-Shrunk to one report run and one epoch on a small split so it fits the test budget; the full
-quick profile is the same graph with bigger numbers.
+Shrunk to two report runs, one transfer run and one epoch on a small split so it fits the test
+budget; the full quick profile is the same graph with bigger numbers. These tests assert
+mechanics (files, counts, what reran), never how well one epoch learns.
 """
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,44 +23,58 @@ FASHION = Path("/usr/share/datasets/fashion-mnist")
 pytestmark = pytest.mark.skipif(not FASHION.exists(), reason="needs dataset-fashion-mnist")
 
 
+ENV = {
+    **os.environ,
+    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+    "DVC_NO_ANALYTICS": "1",
+}
+
+
 def sh(*cmd: str, cwd: Path) -> str:
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-        "DVC_NO_ANALYTICS": "1",
-    }
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout
 
 
+def ran(out: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` log says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def dvc_fails(*args: str, cwd: Path) -> str:
+    proc = subprocess.run(["dvc", *args], cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert proc.returncode != 0, proc.stdout
+    return proc.stdout + proc.stderr
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
+    """The real pipeline, shrunk: two report runs (one focal), one transfer run, one epoch."""
     repo = tmp_path_factory.mktemp("repo")
     for name in ("ltcifar", "stages"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("dvc.yaml", "params.yaml", ".gitignore"):
         shutil.copy(ROOT / name, repo / name)
     params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["profile"] = "quick"
+    assert params["profile"] == "quick"  # the committed default runs offline
     quick = params["profiles"]["quick"]
-    quick["splits"] = {"step": {**quick["splits"]["step"], "n_max": 300, "n_min": 30}}
-    quick["force"].update(epochs=1, batch_size=32)
-    params["runs"] = {"ce": {"split": "step"}}
-    params["transfer_runs"] = {
-        "transfer_linear": {**params["transfer_runs"]["transfer_linear"], "split": "step"}
-    }
-    quick["backbone"]["run"] = "ce"
+    step = {**quick["splits"]["step"], "n_max": 300, "n_min": 30}
+    quick["splits"] = {"step": step}
+    quick["budget"].update(epochs=1, batch_size=32)
+    params["profiles"]["full"]["splits"] = {"step": params["profiles"]["full"]["splits"]["step"]}
+    params["runs"] = {"ce": {"split": "step"}, "focal": {"split": "step", "loss": "focal"}}
+    params["transfer_runs"] = {"transfer_linear": {"split": "step", "finetune": "linear"}}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=repo)
     sh("dvc", "init", "-q", cwd=repo)
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "pipeline", cwd=repo)
-    sh("dvc", "repro", cwd=repo)
+    out = sh("dvc", "repro", cwd=repo)
+    assert "configs" in ran(out) and "backbone" in ran(out)
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "baseline", cwd=repo)
     return repo
@@ -66,15 +82,17 @@ def repo(tmp_path_factory) -> Path:
 
 def test_repro_writes_every_output(repo):
     for path in (
+        "configs/runs/candidate.json",
+        "configs/runs/focal.json",
         "data/raw/fashion_mnist",
         "data/prepared/fashion_mnist.npz",
         "data/splits/step.json",
+        "models/backbone/backbone.pt",
         "models/candidate/seed0.pt",
         "models/ce/seed0.pt",
         "logs/candidate/seed0/plots/metrics/train/loss.tsv",
         "metrics/candidate/confusion.csv",
         "metrics/ce/per_class.csv",
-        "models/pretrained/manifest.json",
         "models/transfer_linear/seed0.pt",
         "metrics/transfer_linear.json",
         "reports/REPORT.md",
@@ -82,41 +100,59 @@ def test_repro_writes_every_output(repo):
         assert (repo / path).exists(), path
     metrics = json.loads((repo / "metrics/candidate.json").read_text())
     assert metrics["run"]["dataset"] == "fashion_mnist" and metrics["run"]["profile"] == "quick"
-    assert metrics["accuracy"] > 0.2  # one epoch on 570 images; chance is 0.1
+    assert metrics["run"]["test_images"] == 10_000
+    assert metrics["run"]["train_images"] == 300 + 9 * 30  # step split: class 0 keeps n_max
+    assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["macro_f1"] <= 1
+    # A focal run's config holds focal's setting and no other method's.
+    focal = json.loads((repo / "configs/runs/focal.json").read_text())
+    assert "focal_gamma" in focal and "la_tau" not in focal and "label_smoothing" not in focal
     assert "up to date" in sh("dvc", "status", cwd=repo)
 
 
-def test_candidate_experiment_and_metrics_diff(repo):
+def test_candidate_experiment_reruns_only_the_candidate(repo):
     before = (repo / "models/ce/seed0.pt").read_bytes()
     out = sh("dvc", "exp", "run", "-S", "loss=balanced_softmax", cwd=repo)
-    assert "Running stage 'train'" in out and "Running stage 'evaluate'" in out
-    assert "Stage 'train_runs@ce' didn't change, skipping" in out
-    assert "Running stage 'train_runs@ce'" not in out
+    assert ran(out) == {"configs", "train", "evaluate", "report"}, out
     assert (repo / "models/ce/seed0.pt").read_bytes() == before
-    diff = sh("dvc", "metrics", "diff", "--json", cwd=repo)
-    changes = json.loads(diff)["metrics/candidate.json"]
+    diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo))
+    changes = diff["metrics/candidate.json"]
     assert "macro_f1" in changes and changes["macro_f1"]["old"] != changes["macro_f1"]["new"]
-    assert "metrics/ce.json" not in json.loads(diff)
+    assert "metrics/ce.json" not in diff
     table = sh("dvc", "metrics", "diff", cwd=repo)
     assert "metrics/candidate.json" in table and "macro_f1" in table
 
 
-def test_bad_param_fails_with_one_line(repo):
+def test_candidate_can_try_ldam(repo):
+    out = sh("dvc", "exp", "run", "-S", "loss=ldam", cwd=repo)
+    assert ran(out) == {"configs", "train", "evaluate", "report"}, out
+    cfg = json.loads((repo / "configs/runs/candidate.json").read_text())
+    assert cfg["loss"] == "ldam" and cfg["head"] == "cosine"  # head: auto picks LDAM's
+
+
+def test_method_setting_reruns_only_its_runs(repo):
+    out = sh("dvc", "exp", "run", "-S", "recipe.focal_gamma=2.0", cwd=repo)
+    assert ran(out) == {"configs", "train_runs@focal", "evaluate_runs@focal", "report"}, out
+    out = sh("dvc", "exp", "run", "-S", "recipe.la_tau=0.5", cwd=repo)
+    assert ran(out) == {"configs"}, out  # no run uses logit_adjusted
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("loss=hinge", "error: loss = 'hinge' is not allowed; choose one of: "),
+        ("+epochs=-1", "error: epochs = -1 must be > 0"),  # `+`: a key new to the top level
+    ],
+)
+def test_bad_value_fails_first_and_keeps_every_output(repo, setting, message):
     original = (repo / "params.yaml").read_text()
-    params = yaml.safe_load(original)
-    params["loss"] = "hinge"
+    outputs = sorted(p for p in (repo / "models").rglob("*.pt"))
     try:
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        proc = subprocess.run(
-            [sys.executable, "-m", "stages.train", "candidate"],
-            cwd=repo,
-            capture_output=True,
-            text=True,
-        )
-        assert proc.returncode == 2
-        (line,) = proc.stderr.strip().splitlines()
-        assert line.startswith("error: loss = 'hinge' is not allowed; choose one of: ")
-        assert "balanced_softmax" in line and "cross_entropy" in line
+        out = dvc_fails("exp", "run", "-S", setting, cwd=repo)
+        (line,) = [ln for ln in out.splitlines() if ln.startswith("error: ")]
+        assert line.startswith(message), out
+        assert ran(out) == {"configs"}, out
+        assert sorted(p for p in (repo / "models").rglob("*.pt")) == outputs
+        assert (repo / "configs/runs/candidate.json").exists()  # persist: the old configs stay
     finally:
         (repo / "params.yaml").write_text(original)
 

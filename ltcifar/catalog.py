@@ -1,0 +1,52 @@
+"""Every method name params.yaml may use, with the recipe settings each one reads.
+
+This module imports nothing heavy, so validating params.yaml (the ``configs`` stage) needs no
+torch, and a run's resolved config can hold exactly the settings its methods read: a focal run's
+config has ``focal_gamma`` and no ``la_tau``, so changing ``la_tau`` retrains only the runs that
+use it. The registries in ``losses``, ``samplers``, ``mixup``, ``models`` and ``datasets``
+accept only names listed here, and a test checks that every name listed here is registered.
+"""
+
+LOSSES: dict[str, tuple[str, ...]] = {
+    "cross_entropy": ("label_smoothing",),
+    "weighted_ce": ("weighting", "beta"),
+    "focal": ("focal_gamma",),
+    "balanced_softmax": (),
+    "logit_adjusted": ("la_tau",),
+    "ldam": ("ldam_max_margin", "ldam_scale"),
+}
+
+SAMPLERS: dict[str, tuple[str, ...]] = {
+    "instance": (),
+    "class_balanced": (),
+    "sqrt": (),
+    "progressive": (),
+}
+
+MIXUPS: dict[str, tuple[str, ...]] = {
+    "none": (),
+    "mixup": ("mixup_alpha",),
+    "sampler_mixup": ("mixup_alpha",),
+    "balanced_mixup": ("balanced_mixup_alpha",),
+    "cutmix": ("cutmix_alpha",),
+}
+
+_CIFAR_NET = ("shortcut", "head")
+_TORCHVISION = ("input_size", "stem")
+MODELS: dict[str, tuple[str, ...]] = {
+    **{f"resnet{d}": _CIFAR_NET for d in (20, 32, 44, 56)},
+    **{f"plainnet{d}": _CIFAR_NET for d in (20, 56)},
+    "tv_resnet18": _TORCHVISION,
+    "tv_resnet50": _TORCHVISION,
+}
+
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "fashion_mnist")
+
+# Settings of features a run may leave off; a resolved config omits them when off, and
+# ``ltcifar.runconfig.read_run_config`` puts these values back so the engine needs no special case.
+OFF: dict[str, object] = {
+    "drw_from": 1.0,
+    "drs_from": 1.0,
+    "posthoc_tau": 0.0,
+    "finetune": "scratch",
+}

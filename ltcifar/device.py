@@ -1,0 +1,30 @@
+"""Which device a stage runs on, how it is named in the metrics, and its autocast policy."""
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """CUDA when present (``auto``), else the CPU; or the device ``name`` names."""
+    if name != "auto":
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """The card's or CPU's model name, so every reported number says which machine made it."""
+    if device.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(device)}"
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
+    models = [ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")]
+    return f"cpu: {models[0] if models else 'unknown'} ({torch.get_num_threads()} threads)"
+
+
+def autocast_for(device: torch.device, cfg: dict):
+    """bf16 autocast on CUDA unless ``precision: fp32``; the CPU always runs fp32."""
+    if device.type == "cuda" and cfg["precision"] == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()

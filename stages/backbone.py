@@ -1,0 +1,68 @@
+"""DVC stage ``backbone``: the pretrained weights every transfer run starts from.
+
+Weights are data: one file, ``models/backbone/backbone.pt``, in this project's key space, made
+once per profile. It reads configs/backbone.json, which says where they come from:
+
+- ``weights: imagenet``: torchvision's ImageNet file, fetched from the backbone's ``sources``
+  and verified against its ``sha256`` (point ``sources`` at a local copy offline);
+- ``weights: pretrain``: a network this stage trains on another split of the profile (built in
+  memory from the spec in the config, so the stage needs no split file), which lets the whole
+  transfer path run offline with real learned weights.
+"""
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from ltcifar.catalog import OFF
+from ltcifar.data import split_data
+from ltcifar.datasets import load_prepared
+from ltcifar.device import select_device
+from ltcifar.download import fetch_file
+from ltcifar.engine import save_atomic, train
+from ltcifar.errors import PipelineError, run_stage
+from ltcifar.lt_index import build_index
+from ltcifar.runconfig import read_config
+from ltcifar.transfer import BACKBONE_FILE
+
+
+def imagenet_weights(cfg: dict) -> dict:
+    """torchvision's verified state_dict, its keys under ``net.`` as in ``TorchvisionNet``."""
+    tmp = BACKBONE_FILE.parent / ".download"
+    name = cfg["sources"][0].rstrip("/").rsplit("/", 1)[-1]
+    try:
+        path = fetch_file(
+            name, cfg["sources"], cfg["sha256"], tmp, "profiles.<profile>.backbone", "sha256"
+        )
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:
+            raise PipelineError(f"{path} is not a PyTorch state_dict ({e})") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {f"net.{k}": v for k, v in state.items()}
+
+
+def pretrained_here(cfg: dict) -> dict:
+    spec, run = cfg["split_spec"], {**OFF, **cfg["run"]}
+    labels = load_prepared(spec["dataset"])
+    index = build_index(cfg["split"], spec, labels["y_train"], labels["classes"].tolist())
+    device = select_device()
+    data = split_data(index, device)
+    print(f"pretraining {run['model']} on split {cfg['split']} ({len(data.y)} images), {device}")
+    ckpt = Path("checkpoints/backbone/seed0.pt")
+    result = train(run, data, run["seeds"][0], device, ckpt_path=ckpt)
+    ckpt.unlink(missing_ok=True)
+    return {k: v.cpu() for k, v in result.state_dict.items()}
+
+
+def main() -> None:
+    cfg = read_config("backbone.json")
+    state = imagenet_weights(cfg) if cfg["weights"] == "imagenet" else pretrained_here(cfg)
+    save_atomic(state, BACKBONE_FILE)
+    print(f"backbone: {cfg['model']} ({cfg['weights']}), {len(state)} tensors -> {BACKBONE_FILE}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
