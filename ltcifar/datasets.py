@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ltcifar.errors import PipelineError
+from ltcifar.files import atomic_path
 from ltcifar.registry import Registry
 
 Arrays = dict[str, np.ndarray]
@@ -158,10 +159,8 @@ def prepare(name: str, raw: Path, out: Path) -> Arrays:
     channels = [x[..., c].astype(np.float64) / 255.0 for c in range(x.shape[-1])]
     arrays["mean"] = np.array([c.mean() for c in channels], np.float32)
     arrays["std"] = np.array([c.std() for c in channels], np.float32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out)
+    with atomic_path(out) as tmp, tmp.open("wb") as f:  # a file object: savez adds no suffix
+        np.savez(f, **arrays)
     return arrays
 
 

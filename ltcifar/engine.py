@@ -23,6 +23,7 @@ from ltcifar.augment import crop_flip, to_input
 from ltcifar.config import RECIPE
 from ltcifar.data import SplitData
 from ltcifar.errors import PipelineError
+from ltcifar.files import atomic_path
 from ltcifar.losses import build_loss, log_prior
 from ltcifar.methods import sampler_for
 from ltcifar.metrics import confusion, summarize
@@ -293,8 +294,6 @@ def load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, dic
 
 
 def save_atomic(obj: object, path: Path) -> None:
-    """torch.save to a temporary name, then rename: a kill never leaves a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    """torch.save through ``atomic_path``: a kill never leaves a torn checkpoint or model."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ltcifar.errors import PipelineError
+from ltcifar.files import write_text_atomic
 
 
 def class_counts(spec: dict, num_classes: int, n_max: int) -> list[int]:
@@ -81,10 +82,7 @@ def write_index(index: dict, path: Path) -> None:
     text = re.sub(
         r"\[([^\[\]{}]*)\]", lambda m: "[" + re.sub(r"\n\s*", " ", m.group(1)).strip() + "]", text
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, text + "\n")
 
 
 def read_index(path: Path) -> dict:

@@ -22,6 +22,7 @@ from tests.archives import (
     write_cifar100,
     write_fashion_idx,
 )
+from tests.test_files import dead_pid
 
 REPO = Path(__file__).resolve().parents[1]
 WRITERS = {"cifar10": write_cifar10, "cifar100": write_cifar100, "fashion_mnist": write_fashion_idx}
@@ -128,13 +129,13 @@ def test_verified_file_is_kept_and_stale_ones_replaced(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     shutil.copy(src / "cifar-10-python.tar.gz", out)
-    (out / ".cifar-10-python.tar.gz.part").write_bytes(b"left by a killed run")
     os.utime(out / "cifar-10-python.tar.gz", (0, 0))
     (path,) = fetch("cifar10", [_closed_port_url()], md5, out)  # no source works: not fetched
     assert path.stat().st_mtime == 0 and os.listdir(out) == [path.name]
     path.write_bytes(b"an older, unaccepted copy")
+    (out / f".{path.name}.{dead_pid()}.tmp").write_bytes(b"left by a killed run")
     fetch("cifar10", [str(src)], md5, out)
-    assert md5_of(path) == md5[path.name][0]
+    assert md5_of(path) == md5[path.name][0] and os.listdir(out) == [path.name]
 
 
 @pytest.mark.parametrize("md5", [{}, {"cifar-10-python.tar.gz": ["0" * 32], "extra": ["1" * 32]}])
