@@ -6,10 +6,12 @@ ever opens a tarball, a gzip or PIL.
 """
 
 import gzip
+import io
 import pickle
 import tarfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,12 +32,45 @@ class DatasetSpec:
 
 DATASETS = Registry("dataset")
 
+UNREADABLE = (
+    tarfile.TarError,
+    gzip.BadGzipFile,
+    EOFError,
+    zlib.error,
+    pickle.UnpicklingError,
+    KeyError,  # a pickle without the expected keys
+    ValueError,  # pixels that do not reshape, text that does not decode
+)
+
+
+@contextmanager
+def _reading(path: Path, dataset: str) -> Iterator[None]:
+    """Turn any decoding failure of ``path`` into one line naming the file: archives that pass
+    a (user-set) MD5 but are not in the official format, or that rotted on disk since."""
+    try:
+        yield
+    except UNREADABLE as e:
+        raise PipelineError(
+            f"{path} cannot be read as {dataset} ({type(e).__name__}: {e}); "
+            f"download.{dataset}.md5 should list only archives in the official format"
+        ) from e
+
 
 def _cifar_reader(
-    archive: str, train: list[str], test: str, meta: str, label_key: str, names_key: str
+    dataset: str,
+    archive: str,
+    train: list[str],
+    test: str,
+    meta: str,
+    label_key: str,
+    names_key: str,
 ) -> Callable[[Path], Arrays]:
     def read(raw: Path) -> Arrays:
-        with tarfile.open(raw / archive, "r:gz") as tar:
+        # Decompressed whole, not seeked through: tarfile stops at the end-of-archive marker
+        # and never reaches gzip's CRC, so a flipped byte would pass as changed pixels.
+        with _reading(raw / archive, dataset), gzip.open(raw / archive) as gz:
+            tar_bytes = gz.read()
+        with _reading(raw / archive, dataset), tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
             members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
 
             def load(name: str) -> dict:
@@ -92,9 +127,13 @@ FASHION_CLASSES = [
 
 
 def _read_fashion(raw: Path) -> Arrays:
+    def idx(name: str) -> np.ndarray:
+        with _reading(raw / name, "fashion_mnist"):
+            return _read_idx(raw / name)
+
     def part(prefix: str) -> tuple[np.ndarray, np.ndarray]:
-        x = _read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")[..., None]
-        y = _read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+        x = idx(f"{prefix}-images-idx3-ubyte.gz")[..., None]
+        y = idx(f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
         return x, y
 
     (x_train, y_train), (x_test, y_test) = part("train"), part("t10k")
@@ -110,6 +149,7 @@ def _read_fashion(raw: Path) -> Arrays:
 DATASETS["cifar10"] = DatasetSpec(
     ("cifar-10-python.tar.gz",),
     _cifar_reader(
+        "cifar10",
         "cifar-10-python.tar.gz",
         [f"data_batch_{i}" for i in range(1, 6)],
         "test_batch",
@@ -121,7 +161,13 @@ DATASETS["cifar10"] = DatasetSpec(
 DATASETS["cifar100"] = DatasetSpec(
     ("cifar-100-python.tar.gz",),
     _cifar_reader(
-        "cifar-100-python.tar.gz", ["train"], "test", "meta", "fine_labels", "fine_label_names"
+        "cifar100",
+        "cifar-100-python.tar.gz",
+        ["train"],
+        "test",
+        "meta",
+        "fine_labels",
+        "fine_label_names",
     ),
 )
 DATASETS["fashion_mnist"] = DatasetSpec(
@@ -134,21 +180,13 @@ DATASETS["fashion_mnist"] = DatasetSpec(
 )
 
 
-UNREADABLE = (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error, pickle.UnpicklingError)
-
-
 def prepare(name: str, raw: Path, out: Path) -> Arrays:
     """Read a dataset's verified files and write ``out`` (.npz) atomically; return the arrays.
 
-    Archives that pass a (user-set) MD5 but are not in the official format fail with one line.
+    Archives that pass a (user-set) MD5 but are not in the official format, are truncated or
+    have a flipped byte fail with one line naming the file.
     """
-    try:
-        arrays = DATASETS[name].read(raw)
-    except UNREADABLE as e:
-        raise PipelineError(
-            f"{raw} cannot be read as {name} ({type(e).__name__}: {e}); "
-            f"download.{name}.md5 should list only archives in the official format"
-        ) from e
+    arrays = DATASETS[name].read(raw)
     for part in ("train", "test"):
         if len(arrays[f"x_{part}"]) != len(arrays[f"y_{part}"]):
             raise PipelineError(

@@ -99,6 +99,20 @@ def test_truncated_copy_fails_md5(tmp_path: Path) -> None:
     assert os.listdir(out) == []
 
 
+def test_flipped_byte_fails_md5_naming_the_file(tmp_path: Path) -> None:
+    src, md5 = _mirror(tmp_path, "cifar10")
+    archive = src / "cifar-10-python.tar.gz"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    archive.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    with pytest.raises(PipelineError) as err:
+        fetch("cifar10", [str(src)], md5, out)
+    assert f"could not get a verified {archive.name}" in str(err.value)
+    assert f"{archive} (md5 {md5_of(archive)} not in accepted" in str(err.value)
+    assert os.listdir(out) == []
+
+
 def test_unreachable_and_missing_sources_are_named(tmp_path: Path) -> None:
     _, md5 = _mirror(tmp_path, "cifar10")
     dead = _closed_port_url()

@@ -2,6 +2,7 @@
 
 import gzip
 import pickle
+import re
 import tarfile
 from pathlib import Path
 
@@ -98,6 +99,41 @@ def test_wrong_archive_is_a_pipeline_error(tmp_path: Path, corrupt) -> None:
     with pytest.raises(PipelineError, match=str(tmp_path)):
         prepare(name, tmp_path, tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-4])  # only the gzip trailer's length field is lost
+
+
+FILES = {
+    "cifar10": lambda d: write_cifar10(d, 3, 2),
+    "cifar100": write_cifar100,
+    "fashion_mnist": lambda d: write_fashion_idx(d, 12, 5)[0],
+}
+
+
+@pytest.mark.parametrize("damage", [_flip_byte, _truncate])
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_damaged_archive_names_the_file(tmp_path: Path, name: str, damage) -> None:
+    """A flipped byte or a cut end fails gzip's CRC or length check, even where the damage
+    falls inside pixel data that would otherwise decode into different images."""
+    path = FILES[name](tmp_path)
+    damage(path)
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(path))} cannot be read as {name}"):
+        prepare(name, tmp_path, tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_cifar_archive_without_a_batch_names_file_and_member(tmp_path: Path) -> None:
+    archive = write_cifar10(tmp_path, omit=("data_batch_1",))
+    with pytest.raises(PipelineError, match=f"{re.escape(str(archive))} has no member 'data_b"):
+        prepare("cifar10", tmp_path, tmp_path / "x.npz")
 
 
 @pytest.fixture
