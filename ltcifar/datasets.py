@@ -9,6 +9,7 @@ import gzip
 import io
 import pickle
 import tarfile
+import zipfile
 import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -202,9 +203,69 @@ def prepare(name: str, raw: Path, out: Path) -> Arrays:
     return arrays
 
 
+PREPARED_KEYS = ("x_train", "y_train", "x_test", "y_test", "classes", "mean", "std")
+
+
+def _layout(npz: np.lib.npyio.NpzFile) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each array's shape and dtype, read from its .npy header: no image is loaded."""
+    layout = {}
+    for key in npz.files:
+        with npz.zip.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0
+            if version != (1, 0):
+                header = np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(f)
+        layout[key] = shape, dtype
+    return layout
+
+
+def _prepared_problem(npz: np.lib.npyio.NpzFile) -> str | None:
+    """What is wrong with a prepared file's arrays, or None: keys, shapes, dtypes, label range."""
+    missing = [k for k in PREPARED_KEYS if k not in npz.files]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    layout = _layout(npz)
+    shape, dtype = layout["x_train"]
+    if dtype != np.uint8 or len(shape) != 4:
+        return f"x_train is {dtype} {shape}, expected uint8 N×H×W×C"
+    hwc = shape[1:]
+    for part in ("train", "test"):
+        (x_shape, x_dtype), (y_shape, y_dtype) = layout[f"x_{part}"], layout[f"y_{part}"]
+        if x_dtype != np.uint8 or x_shape[1:] != hwc:
+            return f"x_{part} is {x_dtype} {x_shape}, expected uint8 N×{'×'.join(map(str, hwc))}"
+        if y_dtype != np.int64 or y_shape != x_shape[:1]:
+            return f"y_{part} is {y_dtype} {y_shape}, expected int64 ({x_shape[0]},)"
+    for key in ("mean", "std"):
+        shape, dtype = layout[key]
+        if dtype.kind != "f" or shape != hwc[-1:]:
+            return f"{key} is {dtype} {shape}, expected float ({hwc[-1]},), one per channel"
+    shape, dtype = layout["classes"]
+    if dtype.kind != "U" or len(shape) != 1 or shape[0] == 0:
+        return f"classes is {dtype} {shape}, expected a non-empty list of names"
+    for part in ("train", "test"):
+        y = npz[f"y_{part}"]
+        bad = y[(y < 0) | (y >= shape[0])]
+        if bad.size:
+            return f"y_{part} holds label {bad[0]}, but there are {shape[0]} class names"
+    return None
+
+
 def load_prepared(name: str, root: Path = Path("data/prepared")) -> np.lib.npyio.NpzFile:
-    """Open a prepared dataset lazily: arrays are read only when indexed by key."""
+    """Open a prepared dataset lazily: arrays are read only when indexed by key.
+
+    Shapes, dtypes (from the headers) and the labels' range are checked first, so a stale or
+    hand-made file fails here, naming itself, not as an index error deep inside training.
+    """
     path = root / f"{name}.npz"
     if not path.exists():
         raise PipelineError(f"{path} not found; run `dvc repro prepare` first")
-    return np.load(path)
+    try:
+        npz = np.load(path)
+        is_npz = isinstance(npz, np.lib.npyio.NpzFile)
+        problem = _prepared_problem(npz) if is_npz else "one .npy array, not an .npz archive"
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        problem = f"not a readable .npz ({type(e).__name__}: {e})"
+    if problem is not None:
+        raise PipelineError(f"{path}: {problem}; rerun `dvc repro prepare`")
+    return npz

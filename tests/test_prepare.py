@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ltcifar.datasets import prepare
+from ltcifar.datasets import load_prepared, prepare
 from ltcifar.errors import PipelineError
 from stages import prepare as prepare_stage
 from tests.archives import (
@@ -134,6 +134,60 @@ def test_cifar_archive_without_a_batch_names_file_and_member(tmp_path: Path) -> 
     archive = write_cifar10(tmp_path, omit=("data_batch_1",))
     with pytest.raises(PipelineError, match=f"{re.escape(str(archive))} has no member 'data_b"):
         prepare("cifar10", tmp_path, tmp_path / "x.npz")
+
+
+def _edit(key: str, fn):
+    def edit(a: dict) -> None:
+        a[key] = fn(a[key])
+
+    return edit
+
+
+BAD_PREPARED = {
+    "x float": (_edit("x_train", lambda x: x.astype(np.float32)), "x_train is float32"),
+    "x no channel axis": (
+        _edit("x_train", lambda x: x[..., 0]),
+        r"x_train is uint8 \(12, 28, 28\)",
+    ),
+    "x_test other size": (_edit("x_test", lambda x: x[:, :27]), "x_test is uint8 .*N×28×28×1"),
+    "y int32": (_edit("y_train", lambda y: y.astype(np.int32)), "y_train is int32"),
+    "y short": (
+        _edit("y_test", lambda y: y[:-1]),
+        r"y_test is int64 \(4,\), expected int64 \(5,\)",
+    ),
+    "mean per pixel": (_edit("mean", lambda m: np.zeros(3, np.float32)), r"mean is float32 \(3,\)"),
+    "no std": (lambda a: a.pop("std"), "lacks std"),
+    "label past classes": (
+        _edit("y_train", lambda y: np.r_[y[:-1], 10]),
+        "y_train holds label 10, but there are 10 class names",
+    ),
+    "negative label": (_edit("y_test", lambda y: np.r_[-1, y[1:]]), "y_test holds label -1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PREPARED))
+def test_load_prepared_checks_arrays(tmp_path: Path, case: str) -> None:
+    write_fashion_idx(tmp_path / "raw", 12, 5)
+    arrays = prepare("fashion_mnist", tmp_path / "raw", tmp_path / "fashion_mnist.npz")
+    assert sorted(load_prepared("fashion_mnist", tmp_path).files) == sorted(arrays)
+    edit, problem = BAD_PREPARED[case]
+    edit(arrays)
+    np.savez(tmp_path / "fashion_mnist.npz", **arrays)
+    path = re.escape(str(tmp_path / "fashion_mnist.npz"))
+    with pytest.raises(PipelineError, match=f"^{path}: {problem}"):
+        load_prepared("fashion_mnist", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "write", [lambda p: p.write_bytes(b"junk"), lambda p: p.write_bytes(p.read_bytes()[:300])]
+)
+def test_load_prepared_names_unreadable_file(tmp_path: Path, write) -> None:
+    write_fashion_idx(tmp_path / "raw", 12, 5)
+    path = tmp_path / "fashion_mnist.npz"
+    prepare("fashion_mnist", tmp_path / "raw", path)
+    write(path)
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(path))}: not a readable .npz"):
+        load_prepared("fashion_mnist", tmp_path)
 
 
 @pytest.fixture
