@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ltcifar.datasets import load_prepared
-from ltcifar.lt_index import read_index
+from ltcifar.lt_index import check_fits, read_index
 
 
 @dataclass
@@ -44,9 +44,12 @@ def channel_stats(prepared: np.lib.npyio.NpzFile, device: torch.device) -> tuple
 
 
 def load_split(split: str, device: torch.device, root: Path = Path("data")) -> SplitData:
-    index = read_index(root / "splits" / f"{split}.json")
+    path = root / "splits" / f"{split}.json"
+    index = read_index(path)
     data = load_prepared(index["dataset"], root / "prepared")
-    x_all, y_all = data["x_train"], data["y_train"]
+    y_all = data["y_train"]
+    check_fits(index, path, y_all, data["classes"].tolist())
+    x_all = data["x_train"]
     train = np.concatenate([np.asarray(i, dtype=np.int64) for i in index["train_indices"]])
     val = np.concatenate([np.asarray(i, dtype=np.int64) for i in index["val_indices"]])
 
