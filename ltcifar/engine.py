@@ -1,7 +1,9 @@
 """The training engine every training stage uses: one run, one seed, data resident on the device.
 
 The hot loop slices a per-epoch index tensor, augments with one gather, and accumulates loss and
-the confusion matrix on the device; the host reads them once per epoch. Checkpoints hold
+the confusion matrix on the device; the host reads them once per epoch. That read also reveals a
+non-finite loss: the steps before the first one are counted on the device, so the error names
+the exact step, found at the end of its epoch rather than at a per-step sync. Checkpoints hold
 everything a bit-exact resume needs (model, optimiser, schedule, RNG streams, history).
 """
 
@@ -133,6 +135,19 @@ def _validate(model, data: SplitData, cfg: dict) -> dict[str, float]:
     return {"val/loss": loss, **{f"val/{k}": v for k, v in summarize(conf).items()}}
 
 
+def _non_finite(cfg: dict, seed: int, epoch: int, step: int, steps: int, last: float) -> str:
+    before = (
+        f"the last finite loss was {last:.6g}"
+        if math.isfinite(last)
+        else "no finite loss seen before it"
+    )
+    return (
+        f"run {cfg['name']!r} seed {seed}: the training loss is not finite at epoch {epoch}, "
+        f"step {step} of {steps} (counting from 0; {before}); training stopped and this epoch "
+        f"is not checkpointed; lower lr (now {cfg['lr']}) or check the loss {cfg['loss']!r}"
+    )
+
+
 def train(
     cfg: dict,
     data: SplitData,
@@ -202,6 +217,7 @@ def train(
         for epoch, row in enumerate(history):
             log(epoch, row)
 
+    last_ok = torch.full((), math.nan, device=device)  # the last finite training loss
     bar = tqdm(
         total=cfg["epochs"] * steps * bs,
         initial=start * steps * bs,
@@ -215,6 +231,8 @@ def train(
         t0 = time.perf_counter()
         order = SAMPLERS[sampler_for(cfg, epoch)](data.y, data.counts, epoch, cfg["epochs"], gen)
         loss_sum = torch.zeros((), device=device)
+        ok = torch.ones((), dtype=torch.bool, device=device)  # every loss so far finite
+        n_ok = torch.zeros((), device=device)  # steps before the first non-finite loss
         conf = torch.zeros(C, C, dtype=torch.long, device=device)
         for s in range(steps):
             idx = order[s * bs : (s + 1) * bs]
@@ -227,9 +245,17 @@ def train(
             opt.step()
             sched.step()
             loss_sum += loss.detach()
+            ok &= torch.isfinite(loss.detach())
+            n_ok += ok
+            last_ok = torch.where(ok, loss.detach().float(), last_ok)
             conf += confusion(data.y[idx], logits.detach().argmax(1), C)
             bar.update(bs)
-        train_loss = loss_sum.item() / steps  # the epoch's one host-device sync
+        # the epoch's one host-device sync
+        total, good_steps, last = torch.stack([loss_sum.float(), n_ok, last_ok]).tolist()
+        if good_steps < steps:
+            bar.close()
+            raise PipelineError(_non_finite(cfg, seed, epoch, int(good_steps), steps, last))
+        train_loss = total / steps
         img_per_s = steps * bs / (time.perf_counter() - t0)
         row = {
             "train/loss": train_loss,

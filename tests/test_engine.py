@@ -1,15 +1,19 @@
 """The engine: a resumed run equals an uninterrupted one, seeds reproduce, and it learns."""
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from ltcifar import engine
 from ltcifar.config import RECIPE
 from ltcifar.data import SplitData
 from ltcifar.datasets import DATASETS
 from ltcifar.engine import predict, train
+from ltcifar.errors import PipelineError
+from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
 from ltcifar.models import build_model
 
@@ -135,3 +139,34 @@ def test_learns_fashion_mnist_subset():
     scores = summarize(confusion(y_test, logits.argmax(1), 10).numpy())
     assert scores["accuracy"] > 0.6, scores  # chance is 0.1
     assert result.history[-1]["val/accuracy"] > 0.6
+
+
+def test_absurd_lr_stops_with_a_non_finite_loss(tiny):
+    with pytest.raises(PipelineError, match=r"run 't' seed 3: the training loss is not finite"):
+        train(recipe(lr=1e6, warmup_epochs=0), tiny, 3, torch.device("cpu"))
+
+
+def test_nan_loss_names_run_seed_epoch_step_and_last_finite_loss(tiny, tmp_path, monkeypatch):
+    losses = []
+
+    def nan_from_step_seven(cfg, counts):
+        loss_fn = build_loss(cfg, counts)
+
+        def patched(logits, targets, epoch):
+            loss = loss_fn(logits, targets, epoch)
+            losses.append(loss.item())
+            return loss * math.nan if len(losses) > 7 else loss
+
+        return patched
+
+    monkeypatch.setattr(engine, "build_loss", nan_from_step_seven)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(PipelineError) as err:
+        train(recipe(), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    steps = len(tiny.y) // 32  # 5: the 8th loss is epoch 1, step 2
+    assert f"run 't' seed 0: the training loss is not finite at epoch 1, step 2 of {steps}" in str(
+        err.value
+    )
+    assert f"the last finite loss was {losses[6]:.6g}" in str(err.value)
+    assert len(losses) == 2 * steps  # found at the end of the epoch, which then stops
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1  # epoch 1 was not checkpointed
