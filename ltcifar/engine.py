@@ -113,10 +113,51 @@ def autocast_for(device: torch.device, cfg: dict):
     return nullcontext()
 
 
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _shaping(cfg: dict) -> dict:
+    """The config keys that shape the result (not the run's name or checkpoint interval)."""
+    return {k: v for k, v in cfg.items() if k not in ("checkpoint_every", "name")}
+
+
 def fingerprint(cfg: dict) -> str:
     """Hash of everything that shapes the result, so a checkpoint never resumes a different run."""
-    keep = {k: v for k, v in cfg.items() if k not in ("checkpoint_every", "name")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(_canonical(_shaping(cfg)).encode()).hexdigest()[:16]
+
+
+def _config_diff(old: dict, new: dict) -> list[str]:
+    """The result-shaping keys whose values differ between two configs (or exist in one only)."""
+    a, b = _shaping(old), _shaping(new)
+    return sorted(
+        k
+        for k in a.keys() | b.keys()
+        if k not in a or k not in b or _canonical(a[k]) != _canonical(b[k])
+    )
+
+
+def _load_checkpoint(path: Path, device: torch.device, fp: str, run_cfg: dict) -> dict | None:
+    """The checkpoint at ``path`` if it holds this very run; else None, after saying why in one
+    line, so a changed config never silently restarts (or resumes) a different run."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # torn by a disk fault, or not a checkpoint at all
+        why = (str(e).splitlines() or [""])[0]
+        raise PipelineError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {why}); "
+            "delete it to start this run afresh"
+        ) from e
+    if ck["fingerprint"] == fp:
+        return ck
+    saved = ck.get("config")  # absent in checkpoints written before configs were stored
+    changed = ", ".join(_config_diff(saved, run_cfg)) if saved is not None else "unknown"
+    print(
+        f"not resuming {run_cfg['name']} seed {run_cfg['seed']} from {path}: its config "
+        f"fingerprint {ck['fingerprint']} differs from this run's {fp} (changed: {changed}); "
+        "starting from epoch 0"
+    )
+    return None
 
 
 @dataclass
@@ -202,10 +243,11 @@ def train(
 
     history: list[dict[str, float]] = []
     best = {"score": -1.0, "epoch": -1, "state": None}
-    start, fp = 0, fingerprint({**cfg, "seed": seed})
+    run_cfg = {**cfg, "seed": seed}
+    start, fp = 0, fingerprint(run_cfg)
     if ckpt_path is not None and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck["fingerprint"] == fp:
+        ck = _load_checkpoint(ckpt_path, device, fp, run_cfg)
+        if ck is not None:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
@@ -285,6 +327,7 @@ def train(
             save_atomic(
                 {
                     "fingerprint": fp,
+                    "config": run_cfg,  # so a mismatch can name the keys that changed
                     "epoch": done,
                     "model": model.state_dict(),
                     "opt": opt.state_dict(),

@@ -1,6 +1,7 @@
 """The engine: a resumed run equals an uninterrupted one, seeds reproduce, and it learns."""
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from ltcifar import engine
 from ltcifar.config import RECIPE
 from ltcifar.data import SplitData
 from ltcifar.datasets import DATASETS
-from ltcifar.engine import predict, train
+from ltcifar.engine import fingerprint, predict, train
 from ltcifar.errors import PipelineError
 from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
@@ -104,13 +105,28 @@ def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
     assert all(torch.equal(resumed.state_dict[k], full.state_dict[k]) for k in full.state_dict)
 
 
-def test_checkpoint_of_another_config_is_not_resumed(tiny, tmp_path):
+def test_checkpoint_of_another_config_is_not_resumed(tiny, tmp_path, capsys):
     ckpt = tmp_path / "ckpt.pt"
     train(recipe(epochs=1), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    capsys.readouterr()
     run = train(recipe(epochs=2, lr=0.05), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    old = fingerprint({**recipe(epochs=1), "seed": 0})
+    new = fingerprint({**recipe(epochs=2, lr=0.05), "seed": 0})
+    assert old != new
+    assert capsys.readouterr().out.splitlines() == [
+        f"not resuming t seed 0 from {ckpt}: its config fingerprint {old} differs from this "
+        f"run's {new} (changed: epochs, lr); starting from epoch 0"
+    ]
     assert len(run.history) == 2
     fresh = train(recipe(epochs=2, lr=0.05), tiny, 0, torch.device("cpu"))
     assert strip_speed(run.history) == strip_speed(fresh.history)
+
+
+def test_unreadable_checkpoint_names_the_file(tiny, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"half a checkpoint")
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(ckpt))} is not a readable checkp"):
+        train(recipe(epochs=1), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
 
 
 def test_best_val_needs_validation(tiny):
