@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ltcifar.datasets import load_prepared
-from ltcifar.lt_index import read_index
+from ltcifar.lt_index import check_fits, read_index
 
 
 @dataclass
@@ -45,13 +45,19 @@ def channel_stats(prepared: np.lib.npyio.NpzFile, device: torch.device) -> tuple
 
 def load_split(split: str, device: torch.device, root: Path = Path("data")) -> SplitData:
     """The split written by the lt_index stage, as device tensors."""
-    return split_data(read_index(root / "splits" / f"{split}.json"), device, root)
+    path = root / "splits" / f"{split}.json"
+    return split_data(read_index(path), device, root, path)
 
 
-def split_data(index: dict, device: torch.device, root: Path = Path("data")) -> SplitData:
-    """The training and validation images of one split index, as device tensors."""
+def split_data(
+    index: dict, device: torch.device, root: Path = Path("data"), path: Path | None = None
+) -> SplitData:
+    """The training and validation images of one split index (read from ``path``, if any, for
+    the error messages), as device tensors."""
     data = load_prepared(index["dataset"], root / "prepared")
-    x_all, y_all = data["x_train"], data["y_train"]
+    y_all = data["y_train"]
+    check_fits(index, path or Path(f"split {index['split']}"), y_all, data["classes"].tolist())
+    x_all = data["x_train"]
     train = np.concatenate([np.asarray(i, dtype=np.int64) for i in index["train_indices"]])
     val = np.concatenate([np.asarray(i, dtype=np.int64) for i in index["val_indices"]])
 

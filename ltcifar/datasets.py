@@ -6,10 +6,13 @@ ever opens a tarball, a gzip or PIL.
 """
 
 import gzip
+import io
 import pickle
 import tarfile
+import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import numpy as np
 
 from ltcifar import catalog
 from ltcifar.errors import PipelineError
+from ltcifar.files import atomic_path
 from ltcifar.registry import Registry
 
 Arrays = dict[str, np.ndarray]
@@ -30,12 +34,45 @@ class DatasetSpec:
 
 DATASETS = Registry("dataset", catalog.DATASETS)
 
+UNREADABLE = (
+    tarfile.TarError,
+    gzip.BadGzipFile,
+    EOFError,
+    zlib.error,
+    pickle.UnpicklingError,
+    KeyError,  # a pickle without the expected keys
+    ValueError,  # pixels that do not reshape, text that does not decode
+)
+
+
+@contextmanager
+def _reading(path: Path, dataset: str) -> Iterator[None]:
+    """Turn any decoding failure of ``path`` into one line naming the file: archives that pass
+    a (user-set) MD5 but are not in the official format, or that rotted on disk since."""
+    try:
+        yield
+    except UNREADABLE as e:
+        raise PipelineError(
+            f"{path} cannot be read as {dataset} ({type(e).__name__}: {e}); "
+            f"download.{dataset}.md5 should list only archives in the official format"
+        ) from e
+
 
 def _cifar_reader(
-    archive: str, train: list[str], test: str, meta: str, label_key: str, names_key: str
+    dataset: str,
+    archive: str,
+    train: list[str],
+    test: str,
+    meta: str,
+    label_key: str,
+    names_key: str,
 ) -> Callable[[Path], Arrays]:
     def read(raw: Path) -> Arrays:
-        with tarfile.open(raw / archive, "r:gz") as tar:
+        # Decompressed whole, not seeked through: tarfile stops at the end-of-archive marker
+        # and never reaches gzip's CRC, so a flipped byte would pass as changed pixels.
+        with _reading(raw / archive, dataset), gzip.open(raw / archive) as gz:
+            tar_bytes = gz.read()
+        with _reading(raw / archive, dataset), tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
             members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
 
             def load(name: str) -> dict:
@@ -92,9 +129,13 @@ FASHION_CLASSES = [
 
 
 def _read_fashion(raw: Path) -> Arrays:
+    def idx(name: str) -> np.ndarray:
+        with _reading(raw / name, "fashion_mnist"):
+            return _read_idx(raw / name)
+
     def part(prefix: str) -> tuple[np.ndarray, np.ndarray]:
-        x = _read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")[..., None]
-        y = _read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+        x = idx(f"{prefix}-images-idx3-ubyte.gz")[..., None]
+        y = idx(f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
         return x, y
 
     (x_train, y_train), (x_test, y_test) = part("train"), part("t10k")
@@ -111,6 +152,7 @@ DATASETS.register("cifar10")(
     DatasetSpec(
         ("cifar-10-python.tar.gz",),
         _cifar_reader(
+            "cifar10",
             "cifar-10-python.tar.gz",
             [f"data_batch_{i}" for i in range(1, 6)],
             "test_batch",
@@ -124,7 +166,13 @@ DATASETS.register("cifar100")(
     DatasetSpec(
         ("cifar-100-python.tar.gz",),
         _cifar_reader(
-            "cifar-100-python.tar.gz", ["train"], "test", "meta", "fine_labels", "fine_label_names"
+            "cifar100",
+            "cifar-100-python.tar.gz",
+            ["train"],
+            "test",
+            "meta",
+            "fine_labels",
+            "fine_label_names",
         ),
     )
 )
@@ -140,21 +188,13 @@ DATASETS.register("fashion_mnist")(
 )
 
 
-UNREADABLE = (tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error, pickle.UnpicklingError)
-
-
 def prepare(name: str, raw: Path, out: Path) -> Arrays:
     """Read a dataset's verified files and write ``out`` (.npz) atomically; return the arrays.
 
-    Archives that pass a (user-set) MD5 but are not in the official format fail with one line.
+    Archives that pass a (user-set) MD5 but are not in the official format, are truncated or
+    have a flipped byte fail with one line naming the file.
     """
-    try:
-        arrays = DATASETS[name].read(raw)
-    except UNREADABLE as e:
-        raise PipelineError(
-            f"{raw} cannot be read as {name} ({type(e).__name__}: {e}); "
-            f"download.{name}.md5 should list only archives in the official format"
-        ) from e
+    arrays = DATASETS[name].read(raw)
     for part in ("train", "test"):
         if len(arrays[f"x_{part}"]) != len(arrays[f"y_{part}"]):
             raise PipelineError(
@@ -165,16 +205,74 @@ def prepare(name: str, raw: Path, out: Path) -> Arrays:
     channels = [x[..., c].astype(np.float64) / 255.0 for c in range(x.shape[-1])]
     arrays["mean"] = np.array([c.mean() for c in channels], np.float32)
     arrays["std"] = np.array([c.std() for c in channels], np.float32)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out)
+    with atomic_path(out) as tmp, tmp.open("wb") as f:  # a file object: savez adds no suffix
+        np.savez(f, **arrays)
     return arrays
 
 
+PREPARED_KEYS = ("x_train", "y_train", "x_test", "y_test", "classes", "mean", "std")
+
+
+def _layout(npz: np.lib.npyio.NpzFile) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Each array's shape and dtype, read from its .npy header: no image is loaded."""
+    layout = {}
+    for key in npz.files:
+        with npz.zip.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            header = np.lib.format.read_array_header_1_0
+            if version != (1, 0):
+                header = np.lib.format.read_array_header_2_0
+            shape, _, dtype = header(f)
+        layout[key] = shape, dtype
+    return layout
+
+
+def _prepared_problem(npz: np.lib.npyio.NpzFile) -> str | None:
+    """What is wrong with a prepared file's arrays, or None: keys, shapes, dtypes, label range."""
+    missing = [k for k in PREPARED_KEYS if k not in npz.files]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    layout = _layout(npz)
+    shape, dtype = layout["x_train"]
+    if dtype != np.uint8 or len(shape) != 4:
+        return f"x_train is {dtype} {shape}, expected uint8 N×H×W×C"
+    hwc = shape[1:]
+    for part in ("train", "test"):
+        (x_shape, x_dtype), (y_shape, y_dtype) = layout[f"x_{part}"], layout[f"y_{part}"]
+        if x_dtype != np.uint8 or x_shape[1:] != hwc:
+            return f"x_{part} is {x_dtype} {x_shape}, expected uint8 N×{'×'.join(map(str, hwc))}"
+        if y_dtype != np.int64 or y_shape != x_shape[:1]:
+            return f"y_{part} is {y_dtype} {y_shape}, expected int64 ({x_shape[0]},)"
+    for key in ("mean", "std"):
+        shape, dtype = layout[key]
+        if dtype.kind != "f" or shape != hwc[-1:]:
+            return f"{key} is {dtype} {shape}, expected float ({hwc[-1]},), one per channel"
+    shape, dtype = layout["classes"]
+    if dtype.kind != "U" or len(shape) != 1 or shape[0] == 0:
+        return f"classes is {dtype} {shape}, expected a non-empty list of names"
+    for part in ("train", "test"):
+        y = npz[f"y_{part}"]
+        bad = y[(y < 0) | (y >= shape[0])]
+        if bad.size:
+            return f"y_{part} holds label {bad[0]}, but there are {shape[0]} class names"
+    return None
+
+
 def load_prepared(name: str, root: Path = Path("data/prepared")) -> np.lib.npyio.NpzFile:
-    """Open a prepared dataset lazily: arrays are read only when indexed by key."""
+    """Open a prepared dataset lazily: arrays are read only when indexed by key.
+
+    Shapes, dtypes (from the headers) and the labels' range are checked first, so a stale or
+    hand-made file fails here, naming itself, not as an index error deep inside training.
+    """
     path = root / f"{name}.npz"
     if not path.exists():
         raise PipelineError(f"{path} not found; run `dvc repro prepare` first")
-    return np.load(path)
+    try:
+        npz = np.load(path)
+        is_npz = isinstance(npz, np.lib.npyio.NpzFile)
+        problem = _prepared_problem(npz) if is_npz else "one .npy array, not an .npz archive"
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+        problem = f"not a readable .npz ({type(e).__name__}: {e})"
+    if problem is not None:
+        raise PipelineError(f"{path}: {problem}; rerun `dvc repro prepare`")
+    return npz

@@ -8,7 +8,6 @@ copy can stand in for the official server when it is down or the machine is offl
 """
 
 import hashlib
-import os
 import sys
 import urllib.error
 import urllib.request
@@ -21,6 +20,7 @@ from tqdm import tqdm
 
 from ltcifar.datasets import DATASETS
 from ltcifar.errors import PipelineError
+from ltcifar.files import atomic_path
 
 URL_SCHEMES = ("http", "https", "ftp", "file")
 TIMEOUT_S = 30
@@ -128,9 +128,7 @@ def fetch_file(
     ``param`` is the params.yaml block of these sources and hashes, named in the error.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    target, part = out_dir / name, out_dir / f".{name}.part"
-    part.unlink(missing_ok=True)  # left by a killed run; try/finally covers the rest
-    tried = []
+    target, tried = out_dir / name, []
     if target.is_file():
         have = hash_file(target, algo)
         if accepted_hash(have, accepted):
@@ -139,13 +137,11 @@ def fetch_file(
     for source in sources:
         location = locate(source, name)
         try:
-            _transfer(location, name, accepted, part, algo)
-            os.replace(part, target)
+            with atomic_path(target) as part:
+                _transfer(location, name, accepted, part, algo)
             return target
         except _SourceFailed as e:
             tried.append(f"{location} ({e})")
-        finally:
-            part.unlink(missing_ok=True)
     raise PipelineError(
         f"could not get a verified {name} ({param}); tried: "
         f"{'; '.join(tried) or 'nothing, ' + param + '.sources is empty'}. "

@@ -1,7 +1,9 @@
 """The training engine every training stage uses: one run, one seed, data resident on the device.
 
 The hot loop slices a per-epoch index tensor, augments with one gather, and accumulates loss and
-the confusion matrix on the device; the host reads them once per epoch. Checkpoints hold
+the confusion matrix on the device; the host reads them once per epoch. That read also reveals a
+non-finite loss: the steps before the first one are counted on the device, so the error names
+the exact step, found at the end of its epoch rather than at a per-step sync. Checkpoints hold
 everything a bit-exact resume needs (model, optimiser, schedule, RNG streams, history).
 """
 
@@ -22,6 +24,7 @@ from ltcifar.augment import crop_flip, to_input
 from ltcifar.data import SplitData
 from ltcifar.device import autocast_for
 from ltcifar.errors import PipelineError
+from ltcifar.files import atomic_path
 from ltcifar.inference import predict
 from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
@@ -49,10 +52,51 @@ def lr_factor(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
     return factor
 
 
+def _canonical(value: object) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _shaping(cfg: dict) -> dict:
+    """The config keys that shape the result (not the run's name or checkpoint interval)."""
+    return {k: v for k, v in cfg.items() if k not in ("checkpoint_every", "name")}
+
+
 def fingerprint(cfg: dict) -> str:
     """Hash of everything that shapes the result, so a checkpoint never resumes a different run."""
-    keep = {k: v for k, v in cfg.items() if k not in ("checkpoint_every", "name")}
-    return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(_canonical(_shaping(cfg)).encode()).hexdigest()[:16]
+
+
+def _config_diff(old: dict, new: dict) -> list[str]:
+    """The result-shaping keys whose values differ between two configs (or exist in one only)."""
+    a, b = _shaping(old), _shaping(new)
+    return sorted(
+        k
+        for k in a.keys() | b.keys()
+        if k not in a or k not in b or _canonical(a[k]) != _canonical(b[k])
+    )
+
+
+def _load_checkpoint(path: Path, device: torch.device, fp: str, run_cfg: dict) -> dict | None:
+    """The checkpoint at ``path`` if it holds this very run; else None, after saying why in one
+    line, so a changed config never silently restarts (or resumes) a different run."""
+    try:
+        ck = torch.load(path, map_location=device, weights_only=False)
+    except Exception as e:  # torn by a disk fault, or not a checkpoint at all
+        why = (str(e).splitlines() or [""])[0]
+        raise PipelineError(
+            f"{path} is not a readable checkpoint ({type(e).__name__}: {why}); "
+            "delete it to start this run afresh"
+        ) from e
+    if ck["fingerprint"] == fp:
+        return ck
+    saved = ck.get("config")  # absent in checkpoints written before configs were stored
+    changed = ", ".join(_config_diff(saved, run_cfg)) if saved is not None else "unknown"
+    print(
+        f"not resuming {run_cfg['name']} seed {run_cfg['seed']} from {path}: its config "
+        f"fingerprint {ck['fingerprint']} differs from this run's {fp} (changed: {changed}); "
+        "starting from epoch 0"
+    )
+    return None
 
 
 @dataclass
@@ -69,6 +113,19 @@ def _validate(model, data: SplitData, cfg: dict) -> dict[str, float]:
     conf = confusion(data.y_val, logits.argmax(1), data.num_classes).cpu().numpy()
     loss = F.cross_entropy(logits, data.y_val).item()
     return {"val/loss": loss, **{f"val/{k}": v for k, v in summarize(conf).items()}}
+
+
+def _non_finite(cfg: dict, seed: int, epoch: int, step: int, steps: int, last: float) -> str:
+    before = (
+        f"the last finite loss was {last:.6g}"
+        if math.isfinite(last)
+        else "no finite loss seen before it"
+    )
+    return (
+        f"run {cfg['name']!r} seed {seed}: the training loss is not finite at epoch {epoch}, "
+        f"step {step} of {steps} (counting from 0; {before}); training stopped and this epoch "
+        f"is not checkpointed; lower lr (now {cfg['lr']}) or check the loss {cfg['loss']!r}"
+    )
 
 
 def train(
@@ -128,10 +185,11 @@ def train(
 
     history: list[dict[str, float]] = []
     best = {"score": -1.0, "epoch": -1, "state": None}
-    start, fp = 0, fingerprint({**cfg, "seed": seed})
+    run_cfg = {**cfg, "seed": seed}
+    start, fp = 0, fingerprint(run_cfg)
     if ckpt_path is not None and ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck["fingerprint"] == fp:
+        ck = _load_checkpoint(ckpt_path, device, fp, run_cfg)
+        if ck is not None:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
@@ -143,6 +201,7 @@ def train(
         for epoch, row in enumerate(history):
             log(epoch, row)
 
+    last_ok = torch.full((), math.nan, device=device)  # the last finite training loss
     bar = tqdm(
         total=cfg["epochs"] * steps * bs,
         initial=start * steps * bs,
@@ -156,6 +215,8 @@ def train(
         t0 = time.perf_counter()
         order = SAMPLERS[sampler_for(cfg, epoch)](data.y, data.counts, epoch, cfg["epochs"], gen)
         loss_sum = torch.zeros((), device=device)
+        ok = torch.ones((), dtype=torch.bool, device=device)  # every loss so far finite
+        n_ok = torch.zeros((), device=device)  # steps before the first non-finite loss
         conf = torch.zeros(C, C, dtype=torch.long, device=device)
         for s in range(steps):
             idx = order[s * bs : (s + 1) * bs]
@@ -168,9 +229,17 @@ def train(
             opt.step()
             sched.step()
             loss_sum += loss.detach()
+            ok &= torch.isfinite(loss.detach())
+            n_ok += ok
+            last_ok = torch.where(ok, loss.detach().float(), last_ok)
             conf += confusion(data.y[idx], logits.detach().argmax(1), C)
             bar.update(bs)
-        train_loss = loss_sum.item() / steps  # the epoch's one host-device sync
+        # the epoch's one host-device sync
+        total, good_steps, last = torch.stack([loss_sum.float(), n_ok, last_ok]).tolist()
+        if good_steps < steps:
+            bar.close()
+            raise PipelineError(_non_finite(cfg, seed, epoch, int(good_steps), steps, last))
+        train_loss = total / steps
         img_per_s = steps * bs / (time.perf_counter() - t0)
         row = {
             "train/loss": train_loss,
@@ -200,6 +269,7 @@ def train(
             save_atomic(
                 {
                     "fingerprint": fp,
+                    "config": run_cfg,  # so a mismatch can name the keys that changed
                     "epoch": done,
                     "model": model.state_dict(),
                     "opt": opt.state_dict(),
@@ -218,8 +288,6 @@ def train(
 
 
 def save_atomic(obj: object, path: Path) -> None:
-    """torch.save to a temporary name, then rename: a kill never leaves a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    """torch.save through ``atomic_path``: a kill never leaves a torn checkpoint or model."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

@@ -1,8 +1,60 @@
-"""Keeping a stage's output folder to exactly what params.yaml asks for."""
+"""Writing outputs so that a kill never leaves a torn file, and keeping a stage's output folder
+to exactly what params.yaml asks for."""
 
+import os
+import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_orphans(path: Path) -> None:
+    """Delete temporaries of ``path`` left by a killed process (SIGKILL and SIGTERM skip
+    ``finally``), so they never end up in a DVC output; a live writer's stays untouched."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.tmp")
+    for other in path.parent.glob(f".{path.name}.*.tmp"):
+        m = pattern.fullmatch(other.name)
+        if m and not _alive(int(m.group(1))):
+            other.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; it becomes ``path`` (one ``os.replace``)
+    only if the block finishes, and is deleted if it raises.
+
+    Readers therefore see the old file or the new one, never half of one. The name is hidden
+    and carries the process id (``.name.<pid>.tmp``), so concurrent writers do not collide; an
+    existing target's permissions carry over to its replacement.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        if path.exists():
+            shutil.copymode(path, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """``path.write_text(text)`` through ``atomic_path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def remove_unused(paths: Iterable[Path], keep: set[str], why: str) -> None:
@@ -17,10 +69,3 @@ def remove_unused(paths: Iterable[Path], keep: set[str], why: str) -> None:
             path.unlink()
         print(f"removed {path}: {why}")
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary sibling and a rename, so a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

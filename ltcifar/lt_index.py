@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ltcifar.errors import PipelineError
+from ltcifar.files import write_text_atomic
 
 
 def class_counts(spec: dict, num_classes: int, n_max: int) -> list[int]:
@@ -81,13 +82,84 @@ def write_index(index: dict, path: Path) -> None:
     text = re.sub(
         r"\[([^\[\]{}]*)\]", lambda m: "[" + re.sub(r"\n\s*", " ", m.group(1)).strip() + "]", text
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, text + "\n")
+
+
+INDEX_KEYS = ("dataset", "classes", "counts", "val_counts", "total_train", "total_val")
+INDEX_LISTS = (("train_indices", "counts"), ("val_indices", "val_counts"))
+
+
+def _index_problem(index: object) -> str | None:
+    """What makes an index unusable, or None: missing keys, per-class lists that disagree with
+    the counts, negative or repeated indices, a class with no training image."""
+    if not isinstance(index, dict):
+        return "is not a JSON object"
+    missing = [k for k in (*INDEX_KEYS, *(lst for lst, _ in INDEX_LISTS)) if k not in index]
+    if missing:
+        return f"lacks {', '.join(missing)}"
+    classes = index["classes"]
+    for lists, counts in INDEX_LISTS:
+        for key in (lists, counts):
+            if not isinstance(index[key], list) or len(index[key]) != len(classes):
+                return f"{key} does not have one entry per class ({len(classes)})"
+        for c, (idx, n) in enumerate(zip(index[lists], index[counts], strict=True)):
+            if not isinstance(idx, list) or not all(type(i) is int and i >= 0 for i in idx):
+                return f"{lists}[{c}] is not a list of non-negative integers"
+            if len(idx) != n:
+                return f"{counts}[{c}] is {n}, but {lists}[{c}] lists {len(idx)} images"
+        total = "total_" + lists.split("_")[0]
+        if index[total] != sum(index[counts]):
+            return f"{total} is {index[total]}, but {counts} sum to {sum(index[counts])}"
+    empty = [f"{c} ({classes[c]})" for c, n in enumerate(index["counts"]) if n == 0]
+    if empty:
+        return f"class {', '.join(empty)} has no training images"
+    seen: dict[int, str] = {}
+    for lists, _ in INDEX_LISTS:
+        for c, idx in enumerate(index[lists]):
+            for i in idx:
+                if i in seen:
+                    return f"image {i} is in {seen[i]} and again in {lists}[{c}]"
+                seen[i] = f"{lists}[{c}]"
+    return None
 
 
 def read_index(path: Path) -> dict:
+    """Read an index file and check that it is whole and self-consistent, so a hand-edited or
+    torn file fails here, naming itself, instead of training on the wrong images."""
     if not path.exists():
         raise PipelineError(f"{path} not found; run `dvc repro lt_index` first")
-    return json.loads(path.read_text())
+    try:
+        index = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{path} is not valid JSON ({e}); rerun `dvc repro lt_index`") from e
+    problem = _index_problem(index)
+    if problem is not None:
+        raise PipelineError(f"{path}: {problem}; rerun `dvc repro lt_index`")
+    return index
+
+
+def check_fits(index: dict, path: Path, labels: np.ndarray, classes: list[str]) -> None:
+    """Fail unless ``index`` (read from ``path``) indexes this training set: its class names,
+    indices below the number of training images (the test images are a separate array and never
+    indexed), and each index's label the class it is listed under. A split written for another
+    dataset, or before the dataset was prepared anew, fails here."""
+    if index["classes"] != classes:
+        raise PipelineError(
+            f"{path}: its classes differ from {index['dataset']}'s prepared class names; "
+            "rerun `dvc repro lt_index`"
+        )
+    for lists, _ in INDEX_LISTS:
+        for c, idx in enumerate(index[lists]):
+            idx = np.asarray(idx, np.int64)
+            past = idx[idx >= len(labels)]
+            if past.size:
+                raise PipelineError(
+                    f"{path}: {lists}[{c}] holds image {past[0]}, but {index['dataset']} has "
+                    f"{len(labels)} training images; rerun `dvc repro lt_index`"
+                )
+            wrong = idx[labels[idx] != c]
+            if wrong.size:
+                raise PipelineError(
+                    f"{path}: {lists}[{c}] holds image {wrong[0]}, whose label is "
+                    f"{labels[wrong[0]]}; rerun `dvc repro lt_index`"
+                )

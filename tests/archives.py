@@ -105,9 +105,14 @@ def _pickle(obj: dict) -> bytes:
 
 
 def write_cifar10(
-    dir: Path, n_train_per_class: int = 2, n_test_per_class: int = 1, seed: int = 0
+    dir: Path,
+    n_train_per_class: int = 2,
+    n_test_per_class: int = 1,
+    seed: int = 0,
+    omit: tuple[str, ...] = (),
 ) -> Path:
-    """Write ``dir/cifar-10-python.tar.gz``: five data batches, a test batch and batches.meta."""
+    """Write ``dir/cifar-10-python.tar.gz``: five data batches, a test batch and batches.meta,
+    less the members named in ``omit`` (a broken layout)."""
     a = cifar_arrays(10, n_train_per_class, n_test_per_class, seed)
     members = {}
     for i, idx in enumerate(np.array_split(np.arange(len(a["y_train"])), 5), start=1):
@@ -135,6 +140,7 @@ def write_cifar10(
         }
     )
     members["readme.html"] = b"<html></html>"
+    members = {k: v for k, v in members.items() if k not in omit}
     return _write_tar_gz(Path(dir) / "cifar-10-python.tar.gz", "cifar-10-batches-py", members)
 
 

@@ -22,6 +22,7 @@ from tests.archives import (
     write_cifar100,
     write_fashion_idx,
 )
+from tests.test_files import dead_pid
 
 REPO = Path(__file__).resolve().parents[1]
 WRITERS = {"cifar10": write_cifar10, "cifar100": write_cifar100, "fashion_mnist": write_fashion_idx}
@@ -98,6 +99,20 @@ def test_truncated_copy_fails_md5(tmp_path: Path) -> None:
     assert os.listdir(out) == []
 
 
+def test_flipped_byte_fails_md5_naming_the_file(tmp_path: Path) -> None:
+    src, md5 = _mirror(tmp_path, "cifar10")
+    archive = src / "cifar-10-python.tar.gz"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    archive.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    with pytest.raises(PipelineError) as err:
+        fetch("cifar10", [str(src)], md5, out)
+    assert f"could not get a verified {archive.name}" in str(err.value)
+    assert f"{archive} (md5 {md5_of(archive)} not in accepted" in str(err.value)
+    assert os.listdir(out) == []
+
+
 def test_unreachable_and_missing_sources_are_named(tmp_path: Path) -> None:
     _, md5 = _mirror(tmp_path, "cifar10")
     dead = _closed_port_url()
@@ -128,13 +143,13 @@ def test_verified_file_is_kept_and_stale_ones_replaced(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     shutil.copy(src / "cifar-10-python.tar.gz", out)
-    (out / ".cifar-10-python.tar.gz.part").write_bytes(b"left by a killed run")
     os.utime(out / "cifar-10-python.tar.gz", (0, 0))
     (path,) = fetch("cifar10", [_closed_port_url()], md5, out)  # no source works: not fetched
     assert path.stat().st_mtime == 0 and os.listdir(out) == [path.name]
     path.write_bytes(b"an older, unaccepted copy")
+    (out / f".{path.name}.{dead_pid()}.tmp").write_bytes(b"left by a killed run")
     fetch("cifar10", [str(src)], md5, out)
-    assert md5_of(path) == md5[path.name][0]
+    assert md5_of(path) == md5[path.name][0] and os.listdir(out) == [path.name]
 
 
 @pytest.mark.parametrize("md5", [{}, {"cifar-10-python.tar.gz": ["0" * 32], "extra": ["1" * 32]}])

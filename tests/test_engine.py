@@ -1,15 +1,20 @@
 """The engine: a resumed run equals an uninterrupted one, seeds reproduce, and it learns."""
 
+import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from ltcifar import engine
 from ltcifar.config import RECIPE
 from ltcifar.data import SplitData
 from ltcifar.datasets import DATASETS
-from ltcifar.engine import predict, train
+from ltcifar.engine import fingerprint, predict, train
+from ltcifar.errors import PipelineError
+from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
 from ltcifar.models import build_model
 
@@ -100,13 +105,28 @@ def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
     assert all(torch.equal(resumed.state_dict[k], full.state_dict[k]) for k in full.state_dict)
 
 
-def test_checkpoint_of_another_config_is_not_resumed(tiny, tmp_path):
+def test_checkpoint_of_another_config_is_not_resumed(tiny, tmp_path, capsys):
     ckpt = tmp_path / "ckpt.pt"
     train(recipe(epochs=1), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    capsys.readouterr()
     run = train(recipe(epochs=2, lr=0.05), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    old = fingerprint({**recipe(epochs=1), "seed": 0})
+    new = fingerprint({**recipe(epochs=2, lr=0.05), "seed": 0})
+    assert old != new
+    assert capsys.readouterr().out.splitlines() == [
+        f"not resuming t seed 0 from {ckpt}: its config fingerprint {old} differs from this "
+        f"run's {new} (changed: epochs, lr); starting from epoch 0"
+    ]
     assert len(run.history) == 2
     fresh = train(recipe(epochs=2, lr=0.05), tiny, 0, torch.device("cpu"))
     assert strip_speed(run.history) == strip_speed(fresh.history)
+
+
+def test_unreadable_checkpoint_names_the_file(tiny, tmp_path):
+    ckpt = tmp_path / "ckpt.pt"
+    ckpt.write_bytes(b"half a checkpoint")
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(ckpt))} is not a readable checkp"):
+        train(recipe(epochs=1), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
 
 
 def test_best_val_needs_validation(tiny):
@@ -135,3 +155,34 @@ def test_learns_fashion_mnist_subset():
     scores = summarize(confusion(y_test, logits.argmax(1), 10).numpy())
     assert scores["accuracy"] > 0.6, scores  # chance is 0.1
     assert result.history[-1]["val/accuracy"] > 0.6
+
+
+def test_absurd_lr_stops_with_a_non_finite_loss(tiny):
+    with pytest.raises(PipelineError, match=r"run 't' seed 3: the training loss is not finite"):
+        train(recipe(lr=1e6, warmup_epochs=0), tiny, 3, torch.device("cpu"))
+
+
+def test_nan_loss_names_run_seed_epoch_step_and_last_finite_loss(tiny, tmp_path, monkeypatch):
+    losses = []
+
+    def nan_from_step_seven(cfg, counts):
+        loss_fn = build_loss(cfg, counts)
+
+        def patched(logits, targets, epoch):
+            loss = loss_fn(logits, targets, epoch)
+            losses.append(loss.item())
+            return loss * math.nan if len(losses) > 7 else loss
+
+        return patched
+
+    monkeypatch.setattr(engine, "build_loss", nan_from_step_seven)
+    ckpt = tmp_path / "ckpt.pt"
+    with pytest.raises(PipelineError) as err:
+        train(recipe(), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    steps = len(tiny.y) // 32  # 5: the 8th loss is epoch 1, step 2
+    assert f"run 't' seed 0: the training loss is not finite at epoch 1, step 2 of {steps}" in str(
+        err.value
+    )
+    assert f"the last finite loss was {losses[6]:.6g}" in str(err.value)
+    assert len(losses) == 2 * steps  # found at the end of the epoch, which then stops
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1  # epoch 1 was not checkpointed

@@ -1,6 +1,7 @@
 """Long-tailed index files: exact published totals, the LDAM-DRW draw, validation hold-out."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -266,3 +267,73 @@ def test_write_read_round_trip(tmp_path, cifar10_labels):
 def test_read_index_missing(tmp_path):
     with pytest.raises(PipelineError, match="lt_index"):
         read_index(tmp_path / "nope.json")
+
+
+def _small_index() -> dict:
+    return index(
+        "s", shuffled_labels(4, 30), dataset="cifar10", profile="none", n_max=20, val_per_class=5
+    )
+
+
+def _drop(key: str):
+    def edit(idx: dict) -> None:
+        del idx[key]
+
+    return edit
+
+
+def _empty_class(idx: dict) -> None:
+    idx["train_indices"][3], idx["counts"][3] = [], 0
+    idx["total_train"] = sum(idx["counts"])
+
+
+BAD_INDEX = {
+    "empty object": (lambda idx: idx.clear(), "lacks dataset, classes"),
+    "no val lists": (_drop("val_indices"), "lacks val_indices"),
+    "count off": (
+        lambda idx: idx["counts"].__setitem__(1, 21),
+        r"counts\[1\] is 21, but train_indices\[1\] lists 20 images",
+    ),
+    "total off": (
+        lambda idx: idx.__setitem__("total_val", 21),
+        "total_val is 21, but val_counts sum to 20",
+    ),
+    "class missing": (
+        lambda idx: idx["train_indices"].pop(),
+        r"train_indices does not have one entry per class \(4\)",
+    ),
+    "negative": (
+        lambda idx: idx["val_indices"][2].__setitem__(0, -1),
+        r"val_indices\[2\] is not a list of non-negative integers",
+    ),
+    "duplicate": (
+        lambda idx: idx["train_indices"][0].__setitem__(1, idx["train_indices"][0][0]),
+        r"image \d+ is in train_indices\[0\] and again in train_indices\[0\]",
+    ),
+    "train and val overlap": (
+        lambda idx: idx["val_indices"][2].__setitem__(0, idx["train_indices"][2][0]),
+        r"image \d+ is in train_indices\[2\] and again in val_indices\[2\]",
+    ),
+    "empty class": (_empty_class, r"class 3 \(class3\) has no training images"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INDEX))
+def test_read_index_names_file_and_problem(tmp_path, case):
+    idx = _small_index()
+    path = tmp_path / "s.json"
+    write_index(idx, path)
+    assert read_index(path) == idx
+    edit, problem = BAD_INDEX[case]
+    edit(idx)
+    path.write_text(json.dumps(idx))
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(path))}: {problem}"):
+        read_index(path)
+
+
+@pytest.mark.parametrize("text", ["", '{"split": "s", "counts": [1, 2', "[1, 2]"])
+def test_read_index_rejects_what_is_not_an_index_object(tmp_path, text):
+    path = tmp_path / "s.json"
+    path.write_text(text)
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(path))}"):
+        read_index(path)

@@ -2,6 +2,7 @@
 
 import gzip
 import pickle
+import re
 import tarfile
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ltcifar.datasets import prepare
+from ltcifar.datasets import load_prepared, prepare
 from ltcifar.errors import PipelineError
 from stages import prepare as prepare_stage
 from tests.archives import (
@@ -98,6 +99,95 @@ def test_wrong_archive_is_a_pipeline_error(tmp_path: Path, corrupt) -> None:
     with pytest.raises(PipelineError, match=str(tmp_path)):
         prepare(name, tmp_path, tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-4])  # only the gzip trailer's length field is lost
+
+
+FILES = {
+    "cifar10": lambda d: write_cifar10(d, 3, 2),
+    "cifar100": write_cifar100,
+    "fashion_mnist": lambda d: write_fashion_idx(d, 12, 5)[0],
+}
+
+
+@pytest.mark.parametrize("damage", [_flip_byte, _truncate])
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_damaged_archive_names_the_file(tmp_path: Path, name: str, damage) -> None:
+    """A flipped byte or a cut end fails gzip's CRC or length check, even where the damage
+    falls inside pixel data that would otherwise decode into different images."""
+    path = FILES[name](tmp_path)
+    damage(path)
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(path))} cannot be read as {name}"):
+        prepare(name, tmp_path, tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_cifar_archive_without_a_batch_names_file_and_member(tmp_path: Path) -> None:
+    archive = write_cifar10(tmp_path, omit=("data_batch_1",))
+    with pytest.raises(PipelineError, match=f"{re.escape(str(archive))} has no member 'data_b"):
+        prepare("cifar10", tmp_path, tmp_path / "x.npz")
+
+
+def _edit(key: str, fn):
+    def edit(a: dict) -> None:
+        a[key] = fn(a[key])
+
+    return edit
+
+
+BAD_PREPARED = {
+    "x float": (_edit("x_train", lambda x: x.astype(np.float32)), "x_train is float32"),
+    "x no channel axis": (
+        _edit("x_train", lambda x: x[..., 0]),
+        r"x_train is uint8 \(12, 28, 28\)",
+    ),
+    "x_test other size": (_edit("x_test", lambda x: x[:, :27]), "x_test is uint8 .*N×28×28×1"),
+    "y int32": (_edit("y_train", lambda y: y.astype(np.int32)), "y_train is int32"),
+    "y short": (
+        _edit("y_test", lambda y: y[:-1]),
+        r"y_test is int64 \(4,\), expected int64 \(5,\)",
+    ),
+    "mean per pixel": (_edit("mean", lambda m: np.zeros(3, np.float32)), r"mean is float32 \(3,\)"),
+    "no std": (lambda a: a.pop("std"), "lacks std"),
+    "label past classes": (
+        _edit("y_train", lambda y: np.r_[y[:-1], 10]),
+        "y_train holds label 10, but there are 10 class names",
+    ),
+    "negative label": (_edit("y_test", lambda y: np.r_[-1, y[1:]]), "y_test holds label -1"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_PREPARED))
+def test_load_prepared_checks_arrays(tmp_path: Path, case: str) -> None:
+    write_fashion_idx(tmp_path / "raw", 12, 5)
+    arrays = prepare("fashion_mnist", tmp_path / "raw", tmp_path / "fashion_mnist.npz")
+    assert sorted(load_prepared("fashion_mnist", tmp_path).files) == sorted(arrays)
+    edit, problem = BAD_PREPARED[case]
+    edit(arrays)
+    np.savez(tmp_path / "fashion_mnist.npz", **arrays)
+    path = re.escape(str(tmp_path / "fashion_mnist.npz"))
+    with pytest.raises(PipelineError, match=f"^{path}: {problem}"):
+        load_prepared("fashion_mnist", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "write", [lambda p: p.write_bytes(b"junk"), lambda p: p.write_bytes(p.read_bytes()[:300])]
+)
+def test_load_prepared_names_unreadable_file(tmp_path: Path, write) -> None:
+    write_fashion_idx(tmp_path / "raw", 12, 5)
+    path = tmp_path / "fashion_mnist.npz"
+    prepare("fashion_mnist", tmp_path / "raw", path)
+    write(path)
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(path))}: not a readable .npz"):
+        load_prepared("fashion_mnist", tmp_path)
 
 
 @pytest.fixture
