@@ -53,15 +53,42 @@ class BasicBlock(nn.Module):
         return F.relu(out)
 
 
-class CosineHead(nn.Module):
-    """Cosine classifier (LDAM-DRW's NormedLinear): logits are cos(feature, class weight)."""
+def fp32(x: torch.Tensor):
+    """A region where autocast is off: the classifier head runs there on fp32 features, so
+    every logit the losses and metrics read is fp32 (bf16 cosines, quantised before the
+    scale, tie at the argmax)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
-    def __init__(self, features: int, num_classes: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(features, num_classes).uniform_(-1, 1))
+
+class LinearHead(nn.Linear):
+    """nn.Linear computed in fp32 under autocast; same parameters and state-dict keys."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
+        with fp32(x):
+            return super().forward(x.float())
+
+
+class CosineHead(nn.Module):
+    """Cosine classifier (LDAM-DRW's NormedLinear) times a scale: logits s * cos(feature, class
+    weight). The scale lives here, not in the loss, so that every reader of the logits
+    (softmax probabilities, ECE, validation loss, post-hoc adjustment) sees what the loss
+    trained; unscaled cosines in [-1, 1] cap softmax confidence far below 1."""
+
+    def __init__(self, features: int, num_classes: int, scale: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(features, num_classes).uniform_(-1, 1))
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with fp32(x):
+            return self.scale * (F.normalize(x.float(), dim=1) @ F.normalize(self.weight, dim=0))
+
+
+def make_head(head: str, features: int, num_classes: int, cosine_scale: float) -> nn.Module:
+    """The classifier of ``head: linear | cosine``, computed in fp32."""
+    if head == "cosine":
+        return CosineHead(features, num_classes, cosine_scale)
+    return LinearHead(features, num_classes)
 
 
 class CifarNet(nn.Module):
@@ -73,6 +100,7 @@ class CifarNet(nn.Module):
         residual: bool = True,
         shortcut: str = "A",
         head: str = "linear",
+        cosine_scale: float = 30.0,
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
@@ -93,7 +121,7 @@ class CifarNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
-        self.fc = nn.Linear(64, num_classes) if head == "linear" else CosineHead(64, num_classes)
+        self.fc = make_head(head, 64, num_classes, cosine_scale)
         if head == "linear":
             nn.init.kaiming_normal_(self.fc.weight)
 
@@ -108,9 +136,10 @@ def _register(name: str, depth: int, residual: bool) -> None:
         in_channels: int = 3,
         shortcut: str = "A",
         head: str = "linear",
+        cosine_scale: float = 30.0,
         **_: object,
     ) -> CifarNet:
-        return CifarNet(depth, num_classes, in_channels, residual, shortcut, head)
+        return CifarNet(depth, num_classes, in_channels, residual, shortcut, head, cosine_scale)
 
     build.__doc__ = f"{name}: depth {depth}, {'with' if residual else 'without'} skip connections."
     MODELS.register(name)(build)
@@ -124,9 +153,13 @@ for _depth in (20, 56):
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, **options: object) -> nn.Module:
     """Build a registered model by its params name; each builder takes the options it knows
-    (shortcut, head for the CIFAR nets; input_size, stem for torchvision backbones)."""
+    (shortcut for the CIFAR nets; input_size, stem for torchvision backbones; head and
+    cosine_scale for both)."""
     return MODELS[name](num_classes, in_channels=in_channels, **options)
 
 
 def model_options(cfg: dict) -> dict:
-    return {k: cfg[k] for k in ("shortcut", "head", "input_size", "stem")}
+    """The builder options of a run's config. The cosine head's scale is ``ldam_scale``: LDAM's
+    s, and the one scale of the cosine logits whatever the loss."""
+    options = {k: cfg[k] for k in ("shortcut", "head", "input_size", "stem")}
+    return {**options, "cosine_scale": cfg["ldam_scale"]}

@@ -18,7 +18,7 @@ import torchvision
 from torch import nn
 
 from ltcifar.errors import PipelineError
-from ltcifar.models import MODELS
+from ltcifar.models import MODELS, make_head
 
 WEIGHTS_DIR = Path("models/pretrained")
 
@@ -28,15 +28,24 @@ class TorchvisionNet(nn.Module):
 
     ``input_size`` > 0 upsamples on the device (e.g. 32 -> 224, the pretraining resolution);
     ``stem: cifar`` swaps the 7x7/2 conv + max-pool for a new 3x3/1 conv, to keep 32 px cheap.
+    The head is the run's ``head`` (linear or scaled cosine, in fp32), as for the CIFAR nets.
     """
 
-    def __init__(self, arch: str, num_classes: int, input_size: int = 0, stem: str = "imagenet"):
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int,
+        input_size: int = 0,
+        stem: str = "imagenet",
+        head: str = "linear",
+        cosine_scale: float = 30.0,
+    ):
         super().__init__()
         self.net = getattr(torchvision.models, arch)(weights=None)
         if stem == "cifar":
             self.net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
             self.net.maxpool = nn.Identity()
-        self.net.fc = nn.Linear(self.net.fc.in_features, num_classes)
+        self.net.fc = make_head(head, self.net.fc.in_features, num_classes, cosine_scale)
         self.input_size = input_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,12 +56,23 @@ class TorchvisionNet(nn.Module):
         return self.net(x)
 
 
+def _tv_builder(arch: str):
+    def build(
+        num_classes: int,
+        in_channels: int = 3,
+        input_size: int = 0,
+        stem: str = "imagenet",
+        head: str = "linear",
+        cosine_scale: float = 30.0,
+        **_: object,
+    ) -> TorchvisionNet:
+        return TorchvisionNet(arch, num_classes, input_size, stem, head, cosine_scale)
+
+    return build
+
+
 for _arch in ("resnet18", "resnet50"):
-    MODELS.register(f"tv_{_arch}")(
-        lambda num_classes, in_channels=3, input_size=0, stem="imagenet", _a=_arch, **_: (
-            TorchvisionNet(_a, num_classes, input_size, stem)
-        )
-    )
+    MODELS.register(f"tv_{_arch}")(_tv_builder(_arch))
 
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:

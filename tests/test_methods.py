@@ -93,12 +93,12 @@ def test_ldam_margins_and_loss():
         m * COUNTS.float() ** 0.25, torch.full((6,), float(m[0] * 5000**0.25))
     )
     assert m.max().item() == pytest.approx(0.5) and m.argmax() == 5
-    logits, y, _ = batch()
-    z = logits.clone()
-    z[torch.arange(len(y)), y] -= m[y]
-    torch.testing.assert_close(
-        mean_loss("ldam", ldam_max_margin=0.5, ldam_scale=30.0), F.cross_entropy(30 * z, y)
-    )
+    logits, y, t = batch()
+    cos = torch.tanh(logits)  # cosines in [-1, 1]; the cosine head hands the loss 30 * cos
+    index = F.one_hot(y, 6).bool()
+    reference = F.cross_entropy(30 * torch.where(index, cos - m[y][:, None], cos), y)  # LDAMLoss
+    loss = LOSSES["ldam"](COUNTS, cfg(ldam_max_margin=0.5, ldam_scale=30.0))
+    torch.testing.assert_close(loss(30 * cos, t).mean(), reference)
 
 
 def test_deferred_reweighting_switches_at_its_epoch():
