@@ -37,6 +37,7 @@ RECIPE = {
     "milestones": Field(int, [160, 180], list_of=True),
     "gamma": Field(float, 0.1),
     "warmup_epochs": Field(int, 5),
+    "warmup": Field(("step", "epoch"), "step"),
     "seeds": Field(int, [0], list_of=True),
     "shortcut": Field(("A", "B"), "A"),
     "head": Field(("linear", "cosine"), "linear"),
