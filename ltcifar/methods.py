@@ -1,9 +1,24 @@
 """How the registered methods compose: which sampler an epoch uses, and which combinations of
-loss, sampler, mixup and schedule are refused (before any work starts) and why."""
+loss, sampler, mixup and schedule are refused (before any work starts) and why.
+
+One prior correction per run. A long-tailed training set's class prior is corrected by a prior
+loss (balanced_softmax, logit_adjusted: the log prior on the logits), by re-weighting
+(weighted_ce, DRW), by re-sampling (a sampler other than instance, sampler_mixup,
+balanced_mixup's class-balanced partner batch, DRS) or post hoc (posthoc_tau > 0). Each alone
+aims at the balanced error; two correct the prior twice and over-favour the tail (Ren et al.
+2020's over-balancing of Balanced Softmax with class-balanced sampling). Losses that change
+what is learnt but not the prior count for none: cross_entropy, focal, and ldam, whose margins
+widen the tail's decision margins (Cao et al. 2019 pair them with one re-balancing, DRW or
+DRS), so LDAM-DRW is one correction. A cosine head is no correction either: it carries its
+scale (``ldam_scale``), so its logits suit every loss.
+"""
 
 from ltcifar.params import ParamsError
 
 PRIOR_LOSSES = ("balanced_softmax", "logit_adjusted")
+REWEIGHTING_LOSSES = ("weighted_ce",)
+# balanced_mixup: its class-balanced batch carries E[lam] = a / (a + 1) of every target (1/6)
+RESAMPLING_MIXUPS = ("sampler_mixup", "balanced_mixup")
 
 
 def sampler_for(cfg: dict, epoch: int) -> str:
@@ -16,35 +31,37 @@ def sampler_for(cfg: dict, epoch: int) -> str:
     return cfg["sampler"]
 
 
-def refusal(cfg: dict) -> str | None:
-    """The reason a run's combination of methods makes no sense, or None."""
+def prior_corrections(cfg: dict) -> list[str]:
+    """Each correction of the class prior the run makes, named by the key that makes it."""
     loss, sampler, mix = cfg["loss"], cfg["sampler"], cfg["mixup"]
-    rebalanced = sampler != "instance" or mix == "sampler_mixup" or cfg["drs_from"] < 1
-    if loss in PRIOR_LOSSES and (rebalanced or cfg["drw_from"] < 1):
+    found = [
+        (loss in PRIOR_LOSSES, f"loss {loss} (log prior on the logits)"),
+        (loss in REWEIGHTING_LOSSES, f"loss {loss} (re-weighting)"),
+        (cfg["drw_from"] < 1, "drw_from (deferred re-weighting)"),
+        (sampler != "instance", f"sampler {sampler} (re-sampling)"),
+        (mix in RESAMPLING_MIXUPS, f"mixup {mix} (class-balanced batches)"),
+        (cfg["drs_from"] < 1, "drs_from (deferred re-sampling)"),
+        (cfg["posthoc_tau"] > 0, "posthoc_tau (post-hoc logit adjustment)"),
+    ]
+    return [name for active, name in found if active]
+
+
+def refusal(cfg: dict) -> str | None:
+    """The reason a run's combination of methods makes no sense, or None.
+
+    The one-correction rule also keeps the sampler instance wherever another method brings
+    its own (sampler_mixup and DRS switch to class-balanced, balanced_mixup adds a batch)."""
+    loss = cfg["loss"]
+    corrections = prior_corrections(cfg)
+    if len(corrections) > 1:
         return (
-            f"loss {loss} already corrects for the class prior; re-sampling or re-weighting "
-            "on top corrects twice (use sampler: instance, no drs_from/drw_from)"
+            f"one prior correction per run, but {' and '.join(corrections)} each correct for "
+            "the class prior, so together they correct it more than once; keep one"
         )
-    if loss in PRIOR_LOSSES and cfg["posthoc_tau"] > 0:
-        return f"posthoc_tau adjusts the logits a second time after loss {loss}; set it to 0"
-    if mix == "balanced_mixup" and sampler != "instance":
-        return (
-            "balanced_mixup mixes an instance-sampled batch with a class-balanced one; "
-            "set sampler: instance"
-        )
-    if mix == "sampler_mixup" and sampler not in ("instance", "class_balanced"):
-        return "sampler_mixup is mixup on class-balanced batches; it cannot use sampler " + sampler
-    if cfg["drs_from"] < 1 and sampler != "instance":
-        return (
-            "deferred re-sampling (drs_from) switches from instance to class-balanced sampling; "
-            "set sampler: instance"
-        )
-    if loss == "weighted_ce" and cfg["drw_from"] < 1:
-        return "weighted_ce is re-weighted from the start; drw_from would weight it twice"
     if loss == "ldam" and cfg["head"] != "cosine":
         return (
-            "ldam's scale assumes a cosine classifier (the LDAM-DRW code's NormedLinear); "
-            "set head: cosine"
+            "ldam's margins are on cosines, scaled by the cosine head (the LDAM-DRW code's "
+            "NormedLinear); set head: cosine"
         )
     if cfg["init"] == "pretrained" and cfg["model"] != cfg["backbone_model"]:
         return "init: pretrained loads the profile's backbone; set model: backbone"

@@ -1,5 +1,7 @@
 """Each imbalance method pinned to its formula, and the rules of how methods compose."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -8,7 +10,7 @@ from scipy import stats
 
 from ltcifar.config import RECIPE, load, resolve_run
 from ltcifar.losses import LOSSES, build_loss, class_weights, ldam_margins
-from ltcifar.methods import check, sampler_for
+from ltcifar.methods import check, refusal, sampler_for
 from ltcifar.mixup import MIXUPS
 from ltcifar.params import ParamsError
 from ltcifar.samplers import SAMPLERS
@@ -196,12 +198,16 @@ def test_sampler_for_epoch():
 @pytest.mark.parametrize(
     "over, reason",
     [
-        ({"loss": "balanced_softmax", "sampler": "class_balanced"}, "corrects twice"),
-        ({"loss": "logit_adjusted", "drw_from": 0.8}, "corrects twice"),
-        ({"loss": "balanced_softmax", "posthoc_tau": 1.0}, "second time"),
-        ({"mixup": "balanced_mixup", "sampler": "sqrt"}, "set sampler: instance"),
+        (
+            {"loss": "balanced_softmax", "sampler": "class_balanced"},
+            "loss balanced_softmax .* and ",
+        ),
+        ({"loss": "logit_adjusted", "drw_from": 0.8}, "and drw_from"),
+        ({"loss": "balanced_softmax", "posthoc_tau": 1.0}, "and posthoc_tau"),
+        ({"loss": "balanced_softmax", "mixup": "balanced_mixup"}, "and mixup balanced_mixup"),
+        ({"mixup": "balanced_mixup", "sampler": "sqrt"}, "sampler sqrt"),
         ({"mixup": "sampler_mixup", "sampler": "progressive"}, "class-balanced batches"),
-        ({"loss": "weighted_ce", "drw_from": 0.5}, "weight it twice"),
+        ({"loss": "weighted_ce", "drw_from": 0.5}, "weighted_ce .* and drw_from"),
         ({"loss": "ldam"}, "set head: cosine"),
         ({"loss": "focal", "label_smoothing": 0.1}, "only applies to cross_entropy"),
     ],
@@ -209,6 +215,58 @@ def test_sampler_for_epoch():
 def test_invalid_combinations_are_refused_with_a_reason(over, reason):
     with pytest.raises(ParamsError, match=reason):
         check(cfg(**over), "runs.x")
+
+
+# How many corrections of the class prior each setting makes: prior losses, re-weighting,
+# re-sampling (balanced_mixup's class-balanced partner batch included) and post-hoc adjustment
+# make one each; ldam's margins, focal, plain mixup and cutmix none. One per run is allowed.
+CORRECTIONS = {
+    "loss": {
+        "cross_entropy": 0,
+        "focal": 0,
+        "ldam": 0,
+        "weighted_ce": 1,
+        "balanced_softmax": 1,
+        "logit_adjusted": 1,
+    },
+    "sampler": {"instance": 0, "class_balanced": 1, "sqrt": 1, "progressive": 1},
+    "mixup": {"none": 0, "mixup": 0, "cutmix": 0, "sampler_mixup": 1, "balanced_mixup": 1},
+    "drw_from": {1.0: 0, 0.8: 1},
+    "drs_from": {1.0: 0, 0.8: 1},
+    "posthoc_tau": {0.0: 0, 1.0: 1},
+    "head": {"linear": 0, "cosine": 0},
+}
+
+
+def test_the_table_covers_every_registered_method():
+    assert set(CORRECTIONS["loss"]) == set(LOSSES)
+    assert set(CORRECTIONS["sampler"]) == set(SAMPLERS)
+    assert set(CORRECTIONS["mixup"]) == set(MIXUPS)
+    assert set(CORRECTIONS["head"]) == set(RECIPE["head"].kind)
+
+
+def test_every_combination_is_refused_iff_it_corrects_the_prior_twice():
+    """loss x sampler x mixup x drw x drs x posthoc x head: at most one prior correction, and
+    ldam only on the cosine head (whose scale its margins assume)."""
+    keys = list(CORRECTIONS)
+    combos = list(itertools.product(*(CORRECTIONS[k] for k in keys)))
+    assert len(combos) == 6 * 4 * 5 * 2 * 2 * 2 * 2
+    for combo in combos:
+        run = dict(zip(keys, combo, strict=True))
+        twice = sum(CORRECTIONS[k][v] for k, v in run.items()) > 1
+        linear_ldam = run["loss"] == "ldam" and run["head"] == "linear"
+        reason = refusal(cfg(**run))
+        assert (reason is not None) == (twice or linear_ldam), (run, reason)
+        if twice:
+            assert reason.startswith("one prior correction per run"), (run, reason)
+
+
+def test_ldam_drw_and_the_single_corrections_are_allowed():
+    assert refusal(cfg(loss="ldam", head="cosine", drw_from=0.8)) is None  # LDAM-DRW
+    assert refusal(cfg(loss="ldam", head="cosine", drs_from=0.8)) is None  # LDAM-DRS
+    assert refusal(cfg(loss="cross_entropy", head="cosine")) is None  # scaled cosine logits
+    assert refusal(cfg(loss="balanced_softmax", mixup="mixup")) is None
+    assert refusal(cfg(posthoc_tau=1.0)) is None
 
 
 def test_every_report_run_composes_and_trains_one_step():
