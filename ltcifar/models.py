@@ -53,7 +53,7 @@ class BasicBlock(nn.Module):
         return F.relu(out)
 
 
-def fp32(x: torch.Tensor):
+def fp32(x: torch.Tensor) -> torch.autocast:
     """A region where autocast is off: the classifier head runs there on fp32 features, so
     every logit the losses and metrics read is fp32 (bf16 cosines, quantised before the
     scale, tie at the argmax)."""
