@@ -32,7 +32,7 @@ MIXUPS: dict[str, tuple[str, ...]] = {
 }
 
 _CIFAR_NET = ("shortcut", "head")
-_TORCHVISION = ("input_size", "stem")
+_TORCHVISION = ("input_size", "stem", "head")
 MODELS: dict[str, tuple[str, ...]] = {
     **{f"resnet{d}": _CIFAR_NET for d in (20, 32, 44, 56)},
     **{f"plainnet{d}": _CIFAR_NET for d in (20, 56)},

@@ -42,6 +42,7 @@ RECIPE = {
     "milestones": Field(int, [160, 180], list_of=True),
     "gamma": Field(float, 0.1),
     "warmup_epochs": Field(int, 5),
+    "warmup": Field(("step", "epoch"), "step"),
     "seeds": Field(int, [0], list_of=True),
     "shortcut": Field(("A", "B"), "A"),
     "head": Field(("auto", "linear", "cosine"), "auto"),
@@ -301,6 +302,10 @@ def settings_read(cfg: dict) -> list[str]:
         keys += ["milestones", "gamma"]
     if cfg["augment"]:
         keys += ["pad_mode"]
+    if cfg["head"] == "cosine":
+        keys += ["ldam_scale"]
+    if cfg["warmup_epochs"] > 0:
+        keys += ["warmup"]
     if cfg["drw_from"] < 1:
         keys += ["drw_from", "weighting", "beta"]
     if cfg["drs_from"] < 1:

@@ -37,13 +37,20 @@ LogFn = Callable[[int, dict[str, float]], None]
 
 
 def lr_factor(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
-    """Per-step multiplier of the base lr: linear warm-up, then multi-step or cosine decay."""
+    """Per-step multiplier of the base lr: linear warm-up, then multi-step or cosine decay.
+
+    ``warmup: step`` ramps every step; ``warmup: epoch`` holds (e + 1) / warmup_epochs through
+    epoch e, as LDAM-DRW's ``adjust_learning_rate``, which sets the lr once per epoch. The
+    multi-step decay is gamma^(milestones passed), changing only at epoch boundaries.
+    """
     warm, total = cfg["warmup_epochs"] * steps_per_epoch, cfg["epochs"] * steps_per_epoch
     multistep = cfg["schedule"] == "multistep"
     milestones = [m * steps_per_epoch for m in cfg["milestones"]] if multistep else []
 
     def factor(step: int) -> float:
         if step < warm:
+            if cfg["warmup"] == "epoch":
+                return (step // steps_per_epoch + 1) / cfg["warmup_epochs"]
             return (step + 1) / warm
         if not multistep:
             return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))

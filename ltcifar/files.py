@@ -68,4 +68,3 @@ def remove_unused(paths: Iterable[Path], keep: set[str], why: str) -> None:
         else:
             path.unlink()
         print(f"removed {path}: {why}")
-

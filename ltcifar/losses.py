@@ -96,13 +96,15 @@ def ldam_margins(counts: torch.Tensor, max_margin: float) -> torch.Tensor:
 
 @LOSSES.register("ldam")
 def ldam(counts: torch.Tensor, cfg: dict) -> PerSample:
-    """CE on s * (z - m_y e_y): the true class's logit lowered by its margin, then scaled.
+    """CE on z - s m_y e_y, with z = s cos(theta) the cosine head's already scaled logits: that
+    is LDAM-DRW's CE on s (cos(theta) - m_y e_y), the true class's cosine lowered by its margin.
 
-    With soft targets the margin is subtracted in proportion to each class's target mass.
-    The scale s assumes a cosine classifier (``head: cosine``), as in the LDAM-DRW code.
+    The scale s (``ldam_scale``) is the cosine head's (``head: cosine``), so the margin is
+    applied as s * m here. With soft targets the margin is subtracted in proportion to each
+    class's target mass.
     """
     m, s = ldam_margins(counts, cfg["ldam_max_margin"]), cfg["ldam_scale"]
-    return lambda z, t: soft_cross_entropy(s * (z.float() - t * m), t)
+    return lambda z, t: soft_cross_entropy(z.float() - s * t * m, t)
 
 
 def build_loss(cfg: dict, counts: torch.Tensor) -> LossFn:

@@ -6,6 +6,7 @@ metrics cannot drift apart. Division by zero gives 0, as scikit-learn's ``zero_d
 """
 
 import numpy as np
+import pandas as pd
 import torch
 
 
@@ -90,3 +91,15 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
 def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
     top = np.argpartition(-logits, k - 1, axis=1)[:, :k]
     return float((top == labels[:, None]).any(1).mean())
+
+
+def seed_summary(table: pd.DataFrame) -> tuple[dict[str, float], dict[str, float]]:
+    """Mean and spread over seeds (rows) of each metric (columns), rounded to 6 digits.
+
+    The spread is the sample std (ddof=1): the seeds are a sample of the run's possible
+    seeds, and the population std (ddof=0) understates the spread of a few seeds, by a factor
+    sqrt((n - 1) / n), 0.82 for three. One seed has no spread to estimate: its std is 0.0,
+    not NaN (which JSON and `dvc metrics diff` would carry on).
+    """
+    std = table.std(ddof=1) if len(table) > 1 else pd.Series(0.0, index=table.columns)
+    return table.mean().round(6).to_dict(), std.round(6).to_dict()

@@ -54,15 +54,42 @@ class BasicBlock(nn.Module):
         return F.relu(out)
 
 
-class CosineHead(nn.Module):
-    """Cosine classifier (LDAM-DRW's NormedLinear): logits are cos(feature, class weight)."""
+def fp32(x: torch.Tensor) -> torch.autocast:
+    """A region where autocast is off: the classifier head runs there on fp32 features, so
+    every logit the losses and metrics read is fp32 (bf16 cosines, quantised before the
+    scale, tie at the argmax)."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
-    def __init__(self, features: int, num_classes: int) -> None:
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(features, num_classes).uniform_(-1, 1))
+
+class LinearHead(nn.Linear):
+    """nn.Linear computed in fp32 under autocast; same parameters and state-dict keys."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
+        with fp32(x):
+            return super().forward(x.float())
+
+
+class CosineHead(nn.Module):
+    """Cosine classifier (LDAM-DRW's NormedLinear) times a scale: logits s * cos(feature, class
+    weight). The scale lives here, not in the loss, so that every reader of the logits
+    (softmax probabilities, ECE, validation loss, post-hoc adjustment) sees what the loss
+    trained; unscaled cosines in [-1, 1] cap softmax confidence far below 1."""
+
+    def __init__(self, features: int, num_classes: int, scale: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(features, num_classes).uniform_(-1, 1))
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with fp32(x):
+            return self.scale * (F.normalize(x.float(), dim=1) @ F.normalize(self.weight, dim=0))
+
+
+def make_head(head: str, features: int, num_classes: int, cosine_scale: float) -> nn.Module:
+    """The classifier of ``head: linear | cosine``, computed in fp32."""
+    if head == "cosine":
+        return CosineHead(features, num_classes, cosine_scale)
+    return LinearHead(features, num_classes)
 
 
 class CifarNet(nn.Module):
@@ -74,6 +101,7 @@ class CifarNet(nn.Module):
         residual: bool = True,
         shortcut: str = "A",
         head: str = "linear",
+        cosine_scale: float = 30.0,
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
@@ -94,7 +122,7 @@ class CifarNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight)
-        self.fc = nn.Linear(64, num_classes) if head == "linear" else CosineHead(64, num_classes)
+        self.fc = make_head(head, 64, num_classes, cosine_scale)
         if head == "linear":
             nn.init.kaiming_normal_(self.fc.weight)
 
@@ -109,9 +137,10 @@ def _register(name: str, depth: int, residual: bool) -> None:
         in_channels: int = 3,
         shortcut: str = "A",
         head: str = "linear",
+        cosine_scale: float = 30.0,
         **_: object,
     ) -> CifarNet:
-        return CifarNet(depth, num_classes, in_channels, residual, shortcut, head)
+        return CifarNet(depth, num_classes, in_channels, residual, shortcut, head, cosine_scale)
 
     build.__doc__ = f"{name}: depth {depth}, {'with' if residual else 'without'} skip connections."
     MODELS.register(name)(build)
@@ -128,9 +157,18 @@ class TorchvisionNet(nn.Module):
 
     ``input_size`` > 0 upsamples on the device (e.g. 32 -> 224, the pretraining resolution);
     ``stem: cifar`` swaps the 7x7/2 conv + max-pool for a new 3x3/1 conv, to keep 32 px cheap.
+    The head is the run's ``head`` (linear or scaled cosine, in fp32), as for the CIFAR nets.
     """
 
-    def __init__(self, arch: str, num_classes: int, input_size: int = 0, stem: str = "imagenet"):
+    def __init__(
+        self,
+        arch: str,
+        num_classes: int,
+        input_size: int = 0,
+        stem: str = "imagenet",
+        head: str = "linear",
+        cosine_scale: float = 30.0,
+    ):
         super().__init__()
         import torchvision  # here, not at the top: only these models need it, and it is slow
 
@@ -138,7 +176,7 @@ class TorchvisionNet(nn.Module):
         if stem == "cifar":
             self.net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
             self.net.maxpool = nn.Identity()
-        self.net.fc = nn.Linear(self.net.fc.in_features, num_classes)
+        self.net.fc = make_head(head, self.net.fc.in_features, num_classes, cosine_scale)
         self.input_size = input_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,20 +187,36 @@ class TorchvisionNet(nn.Module):
         return self.net(x)
 
 
+def _tv_builder(arch: str):
+    def build(
+        num_classes: int,
+        in_channels: int = 3,
+        input_size: int = 0,
+        stem: str = "imagenet",
+        head: str = "linear",
+        cosine_scale: float = 30.0,
+        **_: object,
+    ) -> TorchvisionNet:
+        return TorchvisionNet(arch, num_classes, input_size, stem, head, cosine_scale)
+
+    return build
+
+
 for _arch in ("resnet18", "resnet50"):
-    MODELS.register(f"tv_{_arch}")(
-        lambda num_classes, in_channels=3, input_size=0, stem="imagenet", _a=_arch, **_: (
-            TorchvisionNet(_a, num_classes, input_size, stem)
-        )
-    )
+    MODELS.register(f"tv_{_arch}")(_tv_builder(_arch))
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, **options: object) -> nn.Module:
     """Build a registered model by its params name; each builder takes the options it knows
-    (shortcut, head for the CIFAR nets; input_size, stem for torchvision backbones)."""
+    (shortcut for the CIFAR nets; input_size, stem for torchvision backbones; head and
+    cosine_scale for both)."""
     return MODELS[name](num_classes, in_channels=in_channels, **options)
 
 
 def model_options(cfg: dict) -> dict:
-    """The model settings a run's config holds (the catalogue lists each model's)."""
-    return {k: cfg[k] for k in ("shortcut", "head", "input_size", "stem") if k in cfg}
+    """The builder options of a run's config. The cosine head's scale is ``ldam_scale``: LDAM's
+    s, and the one scale of the cosine logits whatever the loss."""
+    options = {k: cfg[k] for k in ("shortcut", "head", "input_size", "stem") if k in cfg}
+    if cfg.get("head") == "cosine":
+        options["cosine_scale"] = cfg["ldam_scale"]
+    return options

@@ -419,7 +419,7 @@ def write_report(metrics_dir: Path, logs_dir: Path, splits_dir: Path, out_dir: P
         "",
         "## Results on the test set",
         "",
-        "Mean ± population std (ddof = 0) over seeds, recomputed from each run's per-seed "
+        "Mean ± sample std (ddof = 1) over seeds, recomputed from each run's per-seed "
         "scores; one seed shows its value alone. Many / medium / few: accuracy over the classes "
         "with many, medium or few training images (blank where the split has no such class). "
         "ECE: expected calibration error, 15 bins. Blank: not measured for that run.",

@@ -2,7 +2,7 @@
 numbers of other work.
 
 It exists so that every number the report prints comes through one place that can be tested
-without drawing anything: metrics/<run>.json becomes one row per run (mean ± population std
+without drawing anything: metrics/<run>.json becomes one row per run (mean ± sample std
 recomputed from the per-seed values), the DVCLive logs become long-form curves, and
 metrics/<run>/{per_class,confusion}.csv become frames. It reads only ``metrics/``, ``logs/`` and
 ``data/splits/`` - never a model, never an image. The reference numbers are the only numbers not
@@ -160,14 +160,14 @@ PUBLISHED_SETTING = {"split_profile": "exp", "imbalance": 100.0, "model": "resne
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and population std (ddof=0), as the evaluate stage computes them, so a table built
-    from per-seed values agrees with metrics/<run>.json; NaNs (a seed without the key) are
-    ignored, and no values give (nan, nan)."""
+    """Mean and sample std (ddof=1; 0.0 for one value), as the evaluate stage computes them
+    (``metrics.seed_summary``), so a table built from per-seed values agrees with
+    metrics/<run>.json; NaNs (a seed without the key) are ignored, and no values give (nan, nan)."""
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     arr = arr[~np.isnan(arr)]
     if arr.size == 0:
         return math.nan, math.nan
-    return float(arr.mean()), float(arr.std(ddof=0))
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
 def fmt_mean_std(mean: float, std: float, n: int, digits: int = 4) -> str:

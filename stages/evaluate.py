@@ -26,6 +26,7 @@ from ltcifar.metrics import (
     expected_calibration_error,
     minority_recall,
     per_class,
+    seed_summary,
     shot_accuracy,
     shot_groups,
     summarize,
@@ -84,9 +85,10 @@ def main() -> None:
             **extra,
         }
     table = pd.DataFrame(per_seed).T
+    mean, std = seed_summary(table)  # std: sample std over seeds (ddof=1), 0.0 for one seed
     metrics = {
-        **table.mean().round(6).to_dict(),
-        "std": table.std(ddof=0).round(6).to_dict(),
+        **mean,
+        "std": std,
         "per_seed": table.round(6).to_dict(orient="index"),
         "run": {
             "dataset": index["dataset"],

@@ -40,7 +40,7 @@ def test_estimate_sums_every_run(tmp_path: Path) -> None:
     full = params["profiles"]["full"]
     full["splits"]["exp100"] = {
         "dataset": "cifar10",
-        "profile": "exp",
+        "shape": "exp",
         "n_max": 5000,
         "imbalance": 100,
         "sampling": "ldam",

@@ -28,7 +28,7 @@ def root(tmp_path: Path) -> Path:
 def write_split(root: Path, edit=None) -> Path:
     with np.load(root / "prepared" / "cifar10.npz") as data:
         labels = data["y_train"]
-    spec = validate(dict(dataset="cifar10", profile="none", n_max=5, val_per_class=2), SPLIT)
+    spec = validate(dict(dataset="cifar10", shape="none", n_max=5, val_per_class=2), SPLIT)
     index = build_index("s", spec, labels, CIFAR10_CLASSES)
     if edit is not None:
         edit(index)

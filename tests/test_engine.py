@@ -12,8 +12,9 @@ from ltcifar import engine
 from ltcifar.config import RECIPE
 from ltcifar.data import SplitData
 from ltcifar.datasets import DATASETS
-from ltcifar.engine import fingerprint, predict, train
+from ltcifar.engine import fingerprint, lr_factor, train
 from ltcifar.errors import PipelineError
+from ltcifar.inference import predict
 from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
 from ltcifar.models import build_model
@@ -30,6 +31,7 @@ def recipe(**over) -> dict:
         sampler="instance",
         mixup="none",
         model="resnet20",
+        head="linear",
         epochs=3,
         batch_size=32,
         warmup_epochs=1,
@@ -186,3 +188,50 @@ def test_nan_loss_names_run_seed_epoch_step_and_last_finite_loss(tiny, tmp_path,
     assert f"the last finite loss was {losses[6]:.6g}" in str(err.value)
     assert len(losses) == 2 * steps  # found at the end of the epoch, which then stops
     assert torch.load(ckpt, weights_only=False)["epoch"] == 1  # epoch 1 was not checkpointed
+
+
+def ldam_drw_lr(epoch: int, lr: float = 0.1) -> float:
+    """kaidic/LDAM-DRW cifar_train.py's adjust_learning_rate, set once per (0-based) epoch."""
+    epoch = epoch + 1
+    if epoch <= 5:
+        return lr * epoch / 5
+    if epoch > 180:
+        return lr * 0.0001
+    if epoch > 160:
+        return lr * 0.01
+    return lr
+
+
+LDAM_DRW_SCHEDULE = dict(
+    epochs=200,
+    lr=0.1,
+    schedule="multistep",
+    milestones=[160, 180],
+    gamma=0.01,
+    warmup_epochs=5,
+    warmup="epoch",
+)
+
+
+def test_multistep_schedule_reproduces_ldam_drw_lr_at_every_step():
+    """The lr the optimiser uses at each step of an epoch (LambdaLR, stepped per batch as in the
+    engine) equals LDAM-DRW's for that epoch."""
+    cfg, steps = recipe(**LDAM_DRW_SCHEDULE), 7
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg["lr"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps))
+    used = []
+    for _ in range(cfg["epochs"] * steps):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    for epoch in (0, 4, 5, 159, 160, 161, 180, 199):
+        assert used[epoch * steps : (epoch + 1) * steps] == pytest.approx(
+            [ldam_drw_lr(epoch)] * steps, rel=1e-9
+        ), epoch
+
+
+def test_step_warmup_is_linear_per_step():
+    cfg, steps = recipe(**{**LDAM_DRW_SCHEDULE, "warmup": "step"}), 7
+    factor = lr_factor(cfg, steps)
+    assert [factor(s) for s in range(35)] == pytest.approx([(s + 1) / 35 for s in range(35)])
+    assert factor(35) == 1.0 and factor(160 * 7 - 1) == 1.0 and factor(160 * 7) == 0.01

@@ -12,8 +12,8 @@ from ltcifar.lt_index import build_index, class_counts, read_index, write_index
 from ltcifar.params import validate
 
 CIFAR10_EXP100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
-C10_STEP = dict(dataset="cifar10", profile="step", n_max=5000, n_min=500)  # the seed study's
-C10_EXP100 = dict(dataset="cifar10", profile="exp", n_max=5000, imbalance=100)
+C10_STEP = dict(dataset="cifar10", shape="step", n_max=5000, n_min=500)  # the seed study's
+C10_EXP100 = dict(dataset="cifar10", shape="exp", n_max=5000, imbalance=100)
 
 
 def shuffled_labels(num_classes: int, per_class: int, seed: int = 123) -> np.ndarray:
@@ -59,12 +59,12 @@ def check_consistent(idx: dict, labels: np.ndarray) -> None:
 
 
 def test_class_counts_formula():
-    spec = {"profile": "exp", "imbalance": 100.0}
+    spec = {"shape": "exp", "imbalance": 100.0}
     expected = [int(5000 * 0.01 ** (i / 9)) for i in range(10)]
     assert class_counts(spec, 10, 5000) == expected == CIFAR10_EXP100
-    step = {"profile": "step", "k": 3, "n_min": 7}
+    step = {"shape": "step", "k": 3, "n_min": 7}
     assert class_counts(step, 5, 100) == [100, 100, 100, 7, 7]
-    assert class_counts({"profile": "none"}, 4, 9) == [9, 9, 9, 9]
+    assert class_counts({"shape": "none"}, 4, 9) == [9, 9, 9, 9]
 
 
 def test_cifar10_lt_exp100(cifar10_labels):
@@ -87,7 +87,7 @@ def test_cifar100_lt_exp100(cifar100_labels):
         "c100_exp100",
         cifar100_labels,
         dataset="cifar100",
-        profile="exp",
+        shape="exp",
         n_max=500,
         imbalance=100,
         sampling="ldam",
@@ -133,7 +133,7 @@ def test_exact_refuses_unbalanceable_val(cifar10_labels):
     spec = validate(
         {
             "dataset": "cifar10",
-            "profile": "step",
+            "shape": "step",
             "n_max": 5000,
             "n_min": 500,
             "val_per_class": 50,
@@ -154,7 +154,7 @@ def test_exact_with_leftovers_takes_val_from_them(cifar10_labels):
         "exp",
         cifar10_labels,
         dataset="cifar10",
-        profile="exp",
+        shape="exp",
         n_max=4000,
         imbalance=10,
         val_per_class=100,
@@ -223,13 +223,13 @@ def test_sampling_ldam_replays_ldam_drw(cifar10_labels):
 
 
 def test_none_profile(cifar10_labels):
-    idx = index("bal", cifar10_labels, dataset="cifar10", profile="none", val_per_class=50)
+    idx = index("bal", cifar10_labels, dataset="cifar10", shape="none", val_per_class=50)
     assert idx["counts"] == [4950] * 10
     assert idx["val_counts"] == [50] * 10
     check_consistent(idx, cifar10_labels)
 
     idx = index(
-        "bal", cifar10_labels, dataset="cifar10", profile="none", n_max=300, val_per_class=20
+        "bal", cifar10_labels, dataset="cifar10", shape="none", n_max=300, val_per_class=20
     )
     assert idx["counts"] == [300] * 10
     assert idx["val_counts"] == [20] * 10
@@ -271,7 +271,7 @@ def test_read_index_missing(tmp_path):
 
 def _small_index() -> dict:
     return index(
-        "s", shuffled_labels(4, 30), dataset="cifar10", profile="none", n_max=20, val_per_class=5
+        "s", shuffled_labels(4, 30), dataset="cifar10", shape="none", n_max=20, val_per_class=5
     )
 
 

@@ -1,14 +1,17 @@
 """Each imbalance method pinned to its formula, and the rules of how methods compose."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from ltcifar.config import RECIPE, load, resolve_run
+from ltcifar.config import RECIPE, defaults, load, resolve_run
 from ltcifar.losses import LOSSES, build_loss, class_weights, ldam_margins
-from ltcifar.methods import check, sampler_for
+from ltcifar.methods import check, refusal
+from ltcifar.samplers import sampler_for
 from ltcifar.mixup import MIXUPS
 from ltcifar.params import ParamsError
 from ltcifar.samplers import SAMPLERS
@@ -17,13 +20,8 @@ COUNTS = torch.tensor([5000, 2000, 800, 300, 120, 50])
 
 
 def cfg(**over) -> dict:
-    return {
-        **{k: f.default for k, f in RECIPE.items()},
-        "loss": "cross_entropy",
-        "sampler": "instance",
-        "mixup": "none",
-        **over,
-    }
+    """A resolved plain (not transfer) run's config with the recipe's defaults."""
+    return {**defaults(), "head": "linear", "transfer": False, **over}
 
 
 def batch(n: int = 64, c: int = 6, seed: int = 0):
@@ -93,12 +91,12 @@ def test_ldam_margins_and_loss():
         m * COUNTS.float() ** 0.25, torch.full((6,), float(m[0] * 5000**0.25))
     )
     assert m.max().item() == pytest.approx(0.5) and m.argmax() == 5
-    logits, y, _ = batch()
-    z = logits.clone()
-    z[torch.arange(len(y)), y] -= m[y]
-    torch.testing.assert_close(
-        mean_loss("ldam", ldam_max_margin=0.5, ldam_scale=30.0), F.cross_entropy(30 * z, y)
-    )
+    logits, y, t = batch()
+    cos = torch.tanh(logits)  # cosines in [-1, 1]; the cosine head hands the loss 30 * cos
+    index = F.one_hot(y, 6).bool()
+    reference = F.cross_entropy(30 * torch.where(index, cos - m[y][:, None], cos), y)  # LDAMLoss
+    loss = LOSSES["ldam"](COUNTS, cfg(ldam_max_margin=0.5, ldam_scale=30.0))
+    torch.testing.assert_close(loss(30 * cos, t).mean(), reference)
 
 
 def test_deferred_reweighting_switches_at_its_epoch():
@@ -196,12 +194,18 @@ def test_sampler_for_epoch():
 @pytest.mark.parametrize(
     "over, reason",
     [
-        ({"loss": "balanced_softmax", "sampler": "class_balanced"}, "corrects twice"),
-        ({"loss": "logit_adjusted", "drw_from": 0.8}, "corrects twice"),
-        ({"loss": "balanced_softmax", "posthoc_tau": 1.0}, "second time"),
-        ({"mixup": "balanced_mixup", "sampler": "sqrt"}, "set sampler: instance"),
+        (
+            {"loss": "balanced_softmax", "sampler": "class_balanced"},
+            "loss balanced_softmax .* and ",
+        ),
+        ({"loss": "logit_adjusted", "drw_from": 0.8}, "and drw_from"),
+        ({"loss": "balanced_softmax", "posthoc_tau": 1.0}, "and posthoc_tau"),
+        ({"loss": "weighted_ce", "mixup": "balanced_mixup"}, "and mixup balanced_mixup"),
+        ({"loss": "balanced_softmax", "mixup": "balanced_mixup", "posthoc_tau": 1.0}, "posthoc"),
+        ({"finetune": "linear"}, "only transfer_runs have one"),
+        ({"mixup": "balanced_mixup", "sampler": "sqrt"}, "sampler sqrt"),
         ({"mixup": "sampler_mixup", "sampler": "progressive"}, "class-balanced batches"),
-        ({"loss": "weighted_ce", "drw_from": 0.5}, "weight it twice"),
+        ({"loss": "weighted_ce", "drw_from": 0.5}, "weighted_ce .* and drw_from"),
         ({"loss": "ldam"}, "set head: cosine"),
         ({"loss": "focal", "label_smoothing": 0.1}, "only applies to cross_entropy"),
     ],
@@ -211,10 +215,72 @@ def test_invalid_combinations_are_refused_with_a_reason(over, reason):
         check(cfg(**over), "runs.x")
 
 
+# How many corrections of the class prior each setting makes: prior losses, re-weighting,
+# re-sampling (balanced_mixup's class-balanced partner batch included) and post-hoc adjustment
+# make one each; ldam's margins, focal, plain mixup and cutmix none. One per run is allowed.
+CORRECTIONS = {
+    "loss": {
+        "cross_entropy": 0,
+        "focal": 0,
+        "ldam": 0,
+        "weighted_ce": 1,
+        "balanced_softmax": 1,
+        "logit_adjusted": 1,
+    },
+    "sampler": {"instance": 0, "class_balanced": 1, "sqrt": 1, "progressive": 1},
+    "mixup": {"none": 0, "mixup": 0, "cutmix": 0, "sampler_mixup": 1, "balanced_mixup": 1},
+    "drw_from": {1.0: 0, 0.8: 1},
+    "drs_from": {1.0: 0, 0.8: 1},
+    "posthoc_tau": {0.0: 0, 1.0: 1},
+    "head": {"linear": 0, "cosine": 0},
+}
+
+
+def test_the_table_covers_every_registered_method():
+    assert set(CORRECTIONS["loss"]) == set(LOSSES)
+    assert set(CORRECTIONS["sampler"]) == set(SAMPLERS)
+    assert set(CORRECTIONS["mixup"]) == set(MIXUPS)
+    assert set(CORRECTIONS["head"]) == set(RECIPE["head"].kind) - {"auto"}
+
+
+def test_every_combination_is_refused_iff_it_corrects_the_prior_twice():
+    """loss x sampler x mixup x drw x drs x posthoc x head: at most one prior correction, and
+    ldam only on the cosine head (whose scale its margins assume)."""
+    keys = list(CORRECTIONS)
+    combos = list(itertools.product(*(CORRECTIONS[k] for k in keys)))
+    assert len(combos) == 6 * 4 * 5 * 2 * 2 * 2 * 2
+    for combo in combos:
+        run = dict(zip(keys, combo, strict=True))
+        twice = sum(CORRECTIONS[k][v] for k, v in run.items()) > 1
+        exception = (
+            run["loss"] in ("balanced_softmax", "logit_adjusted")
+            and run["mixup"] == "balanced_mixup"
+            and sum(CORRECTIONS[k][v] for k, v in run.items()) == 2
+        )
+        twice = twice and not exception
+        linear_ldam = run["loss"] == "ldam" and run["head"] == "linear"
+        reason = refusal(cfg(**run))
+        assert (reason is not None) == (twice or linear_ldam), (run, reason)
+        if twice:
+            assert reason.startswith("one prior correction per run"), (run, reason)
+
+
+def test_ldam_drw_and_the_single_corrections_are_allowed():
+    assert refusal(cfg(loss="ldam", head="cosine", drw_from=0.8)) is None  # LDAM-DRW
+    assert refusal(cfg(loss="ldam", head="cosine", drs_from=0.8)) is None  # LDAM-DRS
+    assert refusal(cfg(loss="cross_entropy", head="cosine")) is None  # scaled cosine logits
+    assert refusal(cfg(loss="balanced_softmax", mixup="mixup")) is None
+    assert refusal(cfg(posthoc_tau=1.0)) is None
+    # the measured exception: the study's step_bs_balanced_mixup
+    assert refusal(cfg(loss="balanced_softmax", mixup="balanced_mixup")) is None
+
+
 def test_every_report_run_composes_and_trains_one_step():
     """Each run of params.yaml builds its loss, sampler and mixup and takes a training step."""
+    from ltcifar.config import run_config
     from ltcifar.engine import train
-    from tests.test_engine import make_split, recipe
+    from ltcifar.runconfig import OFF
+    from tests.test_engine import make_split
 
     params = load()
     rng = np.random.default_rng(0)
@@ -222,8 +288,6 @@ def test_every_report_run_composes_and_trains_one_step():
     x = rng.integers(0, 255, (80, 12, 12, 3)).astype(np.uint8)
     data = make_split(x[rng.permutation(80)], y, 0, 4)
     for name in params["runs"]:
-        run = resolve_run(params, name)
-        method_keys = ("loss", "sampler", "mixup", "head", "drw_from", "drs_from")
-        c = recipe(**{k: run[k] for k in method_keys}, epochs=1, batch_size=16, warmup_epochs=0)
-        history = train(c, data, 0, torch.device("cpu")).history
+        run = {**OFF, **run_config(params, name), "epochs": 1, "batch_size": 16}
+        history = train(run, data, 0, torch.device("cpu")).history
         assert np.isfinite(history[0]["train/loss"]), name

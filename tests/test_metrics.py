@@ -1,6 +1,7 @@
 """Metrics from one confusion matrix agree with scikit-learn; shot groups match the literature."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.metrics import (
@@ -16,6 +17,7 @@ from ltcifar.metrics import (
     confusion,
     minority_recall,
     per_class,
+    seed_summary,
     shot_accuracy,
     shot_groups,
     summarize,
@@ -77,7 +79,7 @@ def test_empty_confusion_is_zero():
 
 
 def test_shot_groups_cifar100_lt():
-    counts = np.array(class_counts({"profile": "exp", "imbalance": 100.0}, 100, 500))
+    counts = np.array(class_counts({"shape": "exp", "imbalance": 100.0}, 100, 500))
     groups = shot_groups(counts, 100, 20)
     assert groups["many"].sum() == 35
     assert groups["medium"].sum() == 35
@@ -121,3 +123,14 @@ def test_minority_recall_averages_the_classes_below_the_largest():
         "minority_recall": pytest.approx((0.6 + 0.5) / 2)
     }
     assert minority_recall(conf, np.array([50, 50, 50])) == {}
+
+
+def test_seed_summary_is_mean_and_sample_std_and_zero_for_one_seed():
+    table = pd.DataFrame({"accuracy": [0.78, 0.80, 0.85], "ece": [0.1, 0.2, 0.6]})
+    mean, std = seed_summary(table)
+    assert mean == pytest.approx({"accuracy": 0.81, "ece": 0.3})
+    sample = {k: np.sqrt(((v - v.mean()) ** 2).sum() / (len(v) - 1)) for k, v in table.items()}
+    assert std == pytest.approx({k: round(s, 6) for k, s in sample.items()}, abs=1e-12)
+    assert std["accuracy"] == pytest.approx(0.036056, abs=1e-6)  # not ddof=0's 0.029439
+    one_mean, one_std = seed_summary(table.iloc[:1])
+    assert one_mean == {"accuracy": 0.78, "ece": 0.1} and one_std == {"accuracy": 0.0, "ece": 0.0}

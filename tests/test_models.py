@@ -1,7 +1,8 @@
-"""CIFAR ResNets and PlainNets: sizes and cost from the architecture, shapes, no-skip twins."""
+"""CIFAR ResNets and PlainNets: sizes and cost, shapes, no-skip twins, and the fp32 heads."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ltcifar.models import MODELS, build_model
@@ -166,3 +167,71 @@ def test_resnet20_multiply_adds():
     assert len(macs) == 1 + 18 + 1
     assert total == expected_macs_resnet20()
     assert total == pytest.approx(41e6, rel=0.02)
+
+
+def head_of(model: nn.Module) -> nn.Module:
+    return model.net.fc if hasattr(model, "net") else model.fc
+
+
+def run_capturing_features(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list]:
+    """The model's output and the features its head received."""
+    feats: list[torch.Tensor] = []
+    handle = head_of(model).register_forward_hook(lambda mod, inp, out: feats.append(inp[0]))
+    out = model(x)
+    handle.remove()
+    return out, feats
+
+
+def cosines(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """cos(feature_i, w_c), computed in float64 from the definition."""
+    f, w = features.double(), weight.double()
+    return (f @ w) / f.norm(dim=1, keepdim=True) / w.norm(dim=0, keepdim=True)
+
+
+def test_cosine_head_probabilities_are_softmax_of_scaled_cosines_and_ldam_matches_reference():
+    """predict()'s softmax (what ECE and the validation loss read) is softmax(s cos theta), and
+    the LDAM loss on the model's logits is LDAM-DRW's CE(s (cos - m_y e_y))."""
+    from ltcifar.config import RECIPE
+    from ltcifar.engine import predict
+    from ltcifar.losses import LOSSES, ldam_margins
+    from ltcifar.models import model_options
+
+    s = 30.0
+    cfg = {k: f.default for k, f in RECIPE.items()} | {"head": "cosine", "ldam_scale": s}
+    torch.manual_seed(0)
+    model = build_model("resnet20", 6, **model_options(cfg)).eval()
+    x = torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8)
+    mean, std = torch.full((1, 3, 1, 1), 120.0), torch.full((1, 3, 1, 1), 60.0)
+    feats: list[torch.Tensor] = []
+    model.fc.register_forward_hook(lambda mod, inp, out: feats.append(inp[0]))
+    logits = predict(model, x, mean, std, cfg)
+    cos = cosines(feats[0], model.fc.weight)
+    torch.testing.assert_close(logits.softmax(1).double(), (s * cos).softmax(1), atol=1e-5, rtol=0)
+    assert (logits.abs().max() > 1).item()  # scaled, not raw cosines
+
+    counts, y = torch.tensor([500, 300, 100, 50, 20, 10]), torch.arange(16) % 6
+    m = ldam_margins(counts, 0.5).double()
+    index = torch.zeros_like(cos, dtype=torch.bool).scatter_(1, y[:, None], True)
+    reference = F.cross_entropy(s * torch.where(index, cos - m[y][:, None], cos), y)
+    loss = LOSSES["ldam"](counts, cfg)(logits, F.one_hot(y, 6).float()).mean()
+    torch.testing.assert_close(loss.double(), reference, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["resnet20", "tv_resnet18"])
+@pytest.mark.parametrize("head", ["linear", "cosine"])
+def test_head_is_fp32_under_bf16_autocast(name, head):
+    """The body runs in bf16, the head on fp32 features: logits are fp32 and equal the fp32 head
+    of the (bf16) features, so cosines are not quantised before the scale."""
+    import ltcifar.transfer  # noqa: F401  (registers the torchvision nets)
+
+    torch.manual_seed(0)
+    model = build_model(name, 10, head=head, cosine_scale=30.0).eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out, feats = run_capturing_features(model, torch.randn(4, 3, 32, 32))
+    assert feats[0].dtype == torch.bfloat16  # the body did run under autocast
+    assert out.dtype == torch.float32
+    fc, f = head_of(model), feats[0].float()
+    if head == "cosine":
+        torch.testing.assert_close(out, 30.0 * cosines(f, fc.weight).float())
+    else:
+        torch.testing.assert_close(out, F.linear(f, fc.weight, fc.bias))

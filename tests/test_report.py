@@ -1,5 +1,5 @@
 """The report stage on synthetic but well-formed pipeline outputs: tables hold the right numbers
-(mean ± population std recomputed by hand from per-seed values), every figure is drawn and
+(mean ± sample std recomputed by hand from per-seed values), every figure is drawn and
 readable, missing runs are said in text rather than drawn empty, and the README block is
 replaced between its markers only."""
 
@@ -18,6 +18,7 @@ from matplotlib.image import imread
 
 from ltcifar import figures, report, report_data
 from ltcifar.errors import PipelineError
+from ltcifar.metrics import seed_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 # The fixture's runs on long-tailed splits (the architecture pair is on the balanced split).
@@ -79,13 +80,14 @@ def split_index(name: str, dataset: str, classes: list[str], counts: list[int], 
 
 
 def write_run(root: Path, name: str, run: dict, per_seed: dict[str, list[float]]) -> None:
-    """metrics/<name>.json as the evaluate stage writes it (mean, population std, per seed)."""
+    """metrics/<name>.json as the evaluate stage writes it (mean, sample std, per seed)."""
     n = len(next(iter(per_seed.values())))
     seeds = {f"seed{s}": {k: v[s] for k, v in per_seed.items()} for s in range(n)}
     table = pd.DataFrame(seeds).T
+    mean, std = seed_summary(table)
     metrics = {
-        **table.mean().round(6).to_dict(),
-        "std": table.std(ddof=0).round(6).to_dict(),
+        **mean,
+        "std": std,
         "per_seed": seeds,
         "run": {
             "profile": "full",
@@ -169,17 +171,17 @@ def make_outputs(root: Path, transfer: bool = False, profile: str = "full") -> P
             "cifar10",
             CIFAR10,
             step_counts,
-            profile="step",
+            shape="step",
             n_max=5000,
             n_min=500,
             val_per_class=50,
             val_policy="reserve",
             sampling="seeded",
         ),
-        split_index("exp100", "cifar10", CIFAR10, c10_counts, profile="exp"),
-        split_index("c100_exp100", "cifar100", CIFAR100, c100_counts, profile="exp"),
+        split_index("exp100", "cifar10", CIFAR10, c10_counts, shape="exp"),
+        split_index("c100_exp100", "cifar100", CIFAR100, c100_counts, shape="exp"),
         split_index(
-            "balanced", "cifar100", CIFAR100, [450] * 100, profile="none", val_per_class=50
+            "balanced", "cifar100", CIFAR100, [450] * 100, shape="none", val_per_class=50
         ),
     ):
         (splits / f"{index['split']}.json").write_text(json.dumps(index))
@@ -320,13 +322,13 @@ def results_table(text: str) -> dict[str, dict[str, str]]:
 
 def by_hand(values: list[float]) -> str:
     m = sum(values) / len(values)
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1))
     return f"{m:.4f} ± {s:.4f}"
 
 
-def test_mean_std_is_population_std():
+def test_mean_std_is_sample_std():
     m, s = report_data.mean_std([1.0, 2.0, 3.0, 4.0])
-    assert m == pytest.approx(2.5) and s == pytest.approx(math.sqrt(1.25))
+    assert m == pytest.approx(2.5) and s == pytest.approx(math.sqrt(5 / 3))
     assert report_data.mean_std([0.5, None, float("nan")]) == (0.5, 0.0)
     assert all(math.isnan(x) for x in report_data.mean_std([]))
     assert report_data.fmt_mean_std(0.74567, 0.01234, 3) == "0.7457 ± 0.0123"
@@ -340,7 +342,7 @@ def test_table_holds_mean_and_std_over_seeds(built):
     assert set(rows) == IMBALANCE_RUNS | {"resnet20", "plainnet20"}
     ce = rows["step_ce"]
     assert ce["seeds"] == "3"
-    assert ce["accuracy"] == by_hand(STEP_CE["accuracy"]) == "0.8000 ± 0.0163"
+    assert ce["accuracy"] == by_hand(STEP_CE["accuracy"]) == "0.8000 ± 0.0200"
     assert ce["macro-F1"] == by_hand(STEP_CE["macro_f1"])
     assert ce["balanced accuracy"] == by_hand(STEP_CE["balanced_accuracy"])
     assert ce["many"] == by_hand(STEP_CE["many_shot_accuracy"])
@@ -543,7 +545,7 @@ def test_stage_writes_report_and_readme_block(staged):
     assert new.endswith("<!-- report:end -->" + README_TAIL)
     assert "stale numbers" not in new
     block = new[len(README_HEAD) : -len(README_TAIL)]
-    assert "| `step_ce` | cifar10 | full | 3 | 0.8000 ± 0.0163 |" in block
+    assert "| `step_ce` | cifar10 | full | 3 | 0.8000 ± 0.0200 |" in block
     assert H100 in block and "reports/REPORT.md" in block
     # Idempotent: the same block again changes nothing.
     assert stage.update_readme(staged / "README.md", report.readme_block(staged / "metrics"))
