@@ -343,7 +343,7 @@ def _transfer_section(runs: pd.DataFrame, figs: Path) -> list[str]:
 
 def _class_counts_section(splits: dict[str, dict], figs: Path) -> list[str]:
     md = ["### Class counts of the long-tailed splits", ""]
-    lt = {name: ix for name, ix in splits.items() if ix.get("params", {}).get("profile") != "none"}
+    lt = {name: ix for name, ix in splits.items() if ix.get("params", {}).get("shape") != "none"}
     if not lt:
         return md + ["No long-tailed split index found in `data/splits/`.", ""]
     for name, index in lt.items():

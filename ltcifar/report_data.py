@@ -220,7 +220,7 @@ def _split_spec(index: dict | None) -> dict:
     params = index.get("params", {})
     counts = index.get("counts") or [0]
     return {
-        "split_profile": params.get("profile"),
+        "split_profile": params.get("shape"),
         "n_max": params.get("n_max"),
         "n_min": params.get("n_min"),
         "k": params.get("k"),

@@ -13,23 +13,9 @@ from ltcifar.data import load_split
 from ltcifar.device import device_name, select_device
 from ltcifar.engine import save_atomic, train
 from ltcifar.errors import run_stage
+from ltcifar.logs import dvclive_logger
 from ltcifar.runconfig import read_run_config
 from ltcifar.transfer import load_backbone
-
-
-def dvclive_logger(run: str, seed: int):
-    """Per-epoch DVCLive logging, so `dvc plots` and `dvc exp show` see the curves."""
-    from dvclive import Live
-
-    live = Live(f"logs/{run}/seed{seed}", save_dvc_exp=False, dvcyaml=None, report=None)
-
-    def log(epoch: int, row: dict[str, float]) -> None:
-        live.step = epoch
-        for key, value in row.items():
-            live.log_metric(key, value)
-        live.next_step()
-
-    return live, log
 
 
 def main() -> None:

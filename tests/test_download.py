@@ -177,14 +177,19 @@ def _run_stage(
             params["download"][ds]["md5"] = md5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run(
-        [sys.executable, "-m", "stages.download"],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+
+    def stage(name: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", f"stages.{name}"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert stage("configs").returncode == 0  # writes configs/download.json
+    return stage("download")
 
 
 def test_stage_fails_with_one_line(tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ def test_repo_params_load():
     for name in run_names(params):
         cfg = resolve_run(params, name)
         assert cfg["name"] == name
-        assert cfg["split_spec"]["dataset"] in params["profiles"][params["profile"]]["datasets"]
+        assert cfg["split"] in params["profiles"][params["profile"]]["splits"]
 
 
 def test_unmodified_copy_loads(tmp_path, raw):
@@ -58,8 +58,8 @@ def test_missing_file(tmp_path):
 def test_unknown_top_level_key(tmp_path, raw):
     msg = error_of(tmp_path, raw, lambda d: d.update(lossy="x"))
     assert "unknown key lossy" in msg
-    for allowed in ("loss", "recipe", "profiles", "runs", "split", "sampler"):
-        assert allowed in msg.split("allowed keys here:")[1]
+    for allowed in ("loss", "recipe", "profiles", "runs", "split", "sampler", "epochs"):
+        assert allowed in msg.split("top-level keys are")[1]
 
 
 def test_unknown_loss(tmp_path, raw):
@@ -86,9 +86,39 @@ def test_int_accepted_for_float(tmp_path, raw):
 def test_unknown_model(tmp_path, raw):
     msg = error_of(tmp_path, raw, lambda d: d.update(model="resnet18"))
     assert "model = 'resnet18'" in msg
-    assert "resnet20" in msg and "plainnet20" in msg and "auto" in msg
+    assert "resnet20" in msg and "plainnet20" in msg and "tv_resnet18" in msg
     msg = error_of(tmp_path, raw, lambda d: d["recipe"].update(model="resnet18"))
     assert "recipe.model = 'resnet18'" in msg and "resnet32" in msg
+
+
+def test_out_of_range_values(tmp_path, raw):
+    assert "epochs = 0 must be > 0" in error_of(tmp_path, raw, lambda d: d.update(epochs=0))
+    msg = error_of(tmp_path, raw, lambda d: d["recipe"].update(balanced_mixup_alpha=0.0))
+    assert msg.startswith("recipe.balanced_mixup_alpha = 0.0 must be > 0")
+    msg = error_of(tmp_path, raw, lambda d: d["runs"]["step_ce"].update(drw_from=1.5))
+    assert msg.startswith("runs.step_ce.drw_from = 1.5 must be within [0, 1]")
+    msg = error_of(tmp_path, raw, lambda d: d["profiles"]["quick"]["budget"].update(seeds=[]))
+    assert msg.startswith("profiles.quick.budget.seeds is empty")
+
+
+def test_transfer_runs_take_the_backbone_model(tmp_path, raw):
+    params = load_modified(tmp_path, raw, lambda d: None)
+    assert resolve_run(params, "transfer_linear", "full")["model"] == "tv_resnet18"
+    assert resolve_run(params, "transfer_linear", "quick")["model"] == "resnet20"
+    msg = error_of(
+        tmp_path, raw, lambda d: d["transfer_runs"]["transfer_linear"].update(model="resnet32")
+    )
+    assert msg.startswith("transfer_runs.transfer_linear.model: transfer runs use the profile's")
+
+
+def test_finetune_outside_transfer_runs_is_refused(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d["runs"]["step_ce"].update(finetune="linear"))
+    assert "runs.step_ce (profile " in msg and "only transfer_runs have one" in msg
+
+
+def test_reserved_run_names(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d["runs"].update(backbone={"split": "step"}))
+    assert "run name 'backbone' is used twice or reserved" in msg
 
 
 def test_unknown_model_in_profile_recipe(tmp_path, raw):
@@ -133,17 +163,9 @@ def test_run_without_split(tmp_path, raw):
 
 
 def test_profile_not_in_profiles(tmp_path, raw):
-    def edit(d):
-        d["profile"] = "quick"
-        del d["profiles"]["quick"]
-
-    msg = error_of(tmp_path, raw, edit)
-    assert "profile = 'quick'" in msg and "profiles.quick" in msg
-
-
-def test_unknown_profile_name(tmp_path, raw):
     msg = error_of(tmp_path, raw, lambda d: d.update(profile="huge"))
-    assert "profile = 'huge'" in msg and "full" in msg and "quick" in msg
+    assert msg.startswith("profile = 'huge' has no block under profiles; choose one of: ")
+    assert "full" in msg and "quick" in msg
 
 
 def test_split_dataset_not_in_profile_datasets(tmp_path, raw):
@@ -157,48 +179,50 @@ def test_split_dataset_not_in_profile_datasets(tmp_path, raw):
 def test_resolve_run_precedence(tmp_path, raw):
     def edit(d):
         d["profile"] = "quick"
-        d["model"] = "auto"
-        d["split"] = "step"
         d["runs"] = {
             "ce": {"split": "step", "loss": "cross_entropy"},
             "own": {"split": "exp100", "model": "plainnet20", "epochs": 3, "momentum": 0.5},
         }
-        d["transfer_runs"] = {}
-        d["profiles"]["quick"]["backbone"] = {"source": "run", "run": "ce"}
+        d["transfer_runs"] = {"tl": {"split": "balanced", "finetune": "linear", "epochs": 9}}
+        d["profiles"]["full"]["backbone"]["recipe"]["lr"] = 0.03
 
     params = load_modified(tmp_path, raw, edit)
     recipe, quick = raw["recipe"], raw["profiles"]["quick"]["recipe"]
-    force = raw["profiles"]["quick"]["force"]
+    budget = raw["profiles"]["quick"]["budget"]
     assert quick["model"] != recipe["model"]
 
     ce = resolve_run(params, "ce")
     assert ce["model"] == quick["model"] == "resnet20"  # profile recipe beats recipe
-    assert ce["epochs"] == force["epochs"]
+    assert ce["epochs"] == budget["epochs"]
     assert ce["momentum"] == recipe["momentum"]  # recipe where the profile is silent
-    assert ce["loss"] == "cross_entropy" and ce["sampler"] == "instance"  # method defaults
-    assert ce["seeds"] == [0]
-    assert ce["split_spec"] == params["profiles"]["quick"]["splits"]["step"]
+    assert ce["loss"] == "cross_entropy" and ce["head"] == "linear"  # head: auto
+    assert ce["seeds"] == budget["seeds"]
 
     own = resolve_run(params, "own")
     assert own["model"] == "plainnet20"  # the run's own keys beat the profile recipe
-    assert own["epochs"] == force["epochs"]  # and the profile's force beats the run
+    assert own["epochs"] == budget["epochs"]  # and the profile's budget beats the run
     assert own["momentum"] == 0.5
-    assert own["lr"] == force["lr"]
-    assert own["split_spec"]["profile"] == "exp"
+
+    full_tl = resolve_run(params, "tl", "full")  # recipe <- backbone recipe <- run
+    assert full_tl["lr"] == 0.03 and full_tl["epochs"] == 9 and full_tl["input_size"] == 224
+    assert full_tl["model"] == "tv_resnet18" and full_tl["transfer"]
 
     cand = resolve_run(params, CANDIDATE)
-    assert cand["model"] == "resnet20"  # model: auto takes the profile recipe's model
-    assert cand["name"] == CANDIDATE
+    assert cand["model"] == "resnet20" and cand["name"] == CANDIDATE
 
     with pytest.raises(ParamsError, match="unknown run 'nope'"):
         resolve_run(params, "nope")
 
 
-def test_candidate_model_override(tmp_path, raw):
-    params = load_modified(tmp_path, raw, lambda d: d.update(model="plainnet20", profile="full"))
-    assert resolve_run(params, CANDIDATE)["model"] == "plainnet20"
-    params = load_modified(tmp_path, raw, lambda d: d.update(model="auto", profile="full"))
-    assert resolve_run(params, CANDIDATE)["model"] == raw["recipe"]["model"]
+def test_candidate_takes_any_recipe_key(tmp_path, raw):
+    def edit(d):
+        d.update(model="plainnet20", loss="ldam", ldam_scale=16.0, profile="full")
+
+    params = load_modified(tmp_path, raw, edit)
+    cand = resolve_run(params, CANDIDATE)
+    assert cand["model"] == "plainnet20" and cand["head"] == "cosine"
+    assert cand["ldam_scale"] == 16.0
+    assert resolve_run(params, "step_ldam_drw")["ldam_scale"] == raw["recipe"]["ldam_scale"]
 
 
 def test_shipped_study_params_are_valid():

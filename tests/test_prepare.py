@@ -212,7 +212,7 @@ def test_stage_prepares_profile_and_drops_stale(quick_repo: Path, capsys) -> Non
 
 
 def test_stage_names_missing_raw_folder(quick_repo: Path) -> None:
-    with pytest.raises(PipelineError, match="data/raw/fashion_mnist not found; run `dvc repro"):
+    with pytest.raises(PipelineError, match="data/raw holds no dataset; run `dvc repro download"):
         prepare_stage.main()
     write_fashion_idx(quick_repo / "data/raw/fashion_mnist")[1].unlink()
     with pytest.raises(PipelineError, match="lacks train-labels-idx1-ubyte.gz"):
