@@ -18,10 +18,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ltcifar.config import METHOD, RECIPE, SPLIT  # noqa: E402
+from ltcifar.config import SPLIT, defaults  # noqa: E402
 from ltcifar.data import SplitData  # noqa: E402
 from ltcifar.datasets import DATASETS  # noqa: E402
-from ltcifar.engine import device_name, predict, select_device, train  # noqa: E402
+from ltcifar.device import device_name, select_device  # noqa: E402
+from ltcifar.engine import train  # noqa: E402
+from ltcifar.inference import predict  # noqa: E402
 from ltcifar.losses import LOSSES  # noqa: E402
 from ltcifar.lt_index import build_index  # noqa: E402
 from ltcifar.methods import check  # noqa: E402
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = validate(
         {
             "dataset": "fashion_mnist",
-            "profile": "step",
+            "shape": "step",
             "n_max": 6000,
             "n_min": 600,
             "k": 1,
@@ -83,8 +85,7 @@ def main(argv: list[str] | None = None) -> None:
         std=dev(flat.std(0, dtype=np.float64).astype(np.float32)).view(1, -1, 1, 1),
         classes=classes,
     )
-    cfg = {k: f.default for k, f in RECIPE.items()}
-    cfg.update({k: METHOD[k].default for k in ("sampler", "mixup")})
+    cfg = defaults()
     cfg.update(
         name="fashion",
         split="fashion_step",
@@ -97,6 +98,7 @@ def main(argv: list[str] | None = None) -> None:
         checkpoint="last",
         compile=args.compile,
         head="cosine" if args.loss == "ldam" else "linear",
+        transfer=False,  # trained from scratch: what methods.check asks of a run
     )
     check(cfg, "fashion_run")
     print(

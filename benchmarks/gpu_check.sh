@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # One GPU check in at most ~5 minutes (H100/H200, torch 2.11, no DVC needed):
 #   GPU name and torch version; train_speed.py at batch 128 (with the reference loop on 10000
-#   images) and 512; --estimate of params.yaml at the measured batch-128 rate; a 10-epoch
-#   Fashion-MNIST run (benchmarks/fashion_run.py); then both batches again with --compile.
+#   images) and 512; --estimate of params.yaml's profile full (every run with its resolved
+#   config: transfer runs on the backbone's model and recipe) at the measured batch-128 rate;
+#   a 10-epoch Fashion-MNIST run (benchmarks/fashion_run.py); then both batches again with
+#   --compile.
 #   Every command gets `timeout` capped by what is left of BUDGET seconds (default 285);
 #   a step that fails or times out is reported in the summary, and the rest still run.
 # Usage (repo root): bash benchmarks/gpu_check.sh        logs go to $OUT (or /tmp/gpu_check)
@@ -49,7 +51,8 @@ step b128 75 $PY "${TS[@]}" --batch 128 --reference-images "$REF_IMAGES"
 step b512 45 $PY "${TS[@]}" --batch 512 --skip-reference
 rate=$(grep -oE 'engine_img_s=[0-9]+' "$LOG/b128.log" 2>/dev/null | cut -d= -f2 || true)
 if [[ -n $rate ]]; then
-    step estimate 25 $PY benchmarks/train_speed.py --estimate --img-s "$rate" --batch 128
+    step estimate 25 $PY benchmarks/train_speed.py --estimate --img-s "$rate" --batch 128 \
+        --profile full
 else
     SUMMARY+=("estimate|skipped: no batch-128 rate|")
 fi

@@ -32,9 +32,18 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ltcifar.augment import to_input  # noqa: E402
-from ltcifar.config import METHOD, RECIPE, load, resolve_run, run_names  # noqa: E402
+from ltcifar.catalog import OFF  # noqa: E402
+from ltcifar.config import (  # noqa: E402
+    BACKBONE,
+    backbone_config,
+    defaults,
+    load,
+    resolve_run,
+    run_names,
+)
 from ltcifar.data import SplitData  # noqa: E402
-from ltcifar.engine import autocast_for, device_name, select_device, train  # noqa: E402
+from ltcifar.device import autocast_for, device_name, select_device  # noqa: E402
+from ltcifar.engine import train  # noqa: E402
 from ltcifar.losses import build_loss  # noqa: E402
 from ltcifar.lt_index import build_index  # noqa: E402
 from ltcifar.models import MODELS, build_model, model_options  # noqa: E402
@@ -50,12 +59,12 @@ Row = tuple[str, float, float, float]  # loop, img/s, ms/step, peak MB
 
 
 def bench_cfg(args: argparse.Namespace) -> dict:
-    cfg = {k: f.default for k, f in RECIPE.items()}
-    cfg.update({k: METHOD[k].default for k in ("loss", "sampler", "mixup")})
+    cfg = defaults()
     cfg.update(
         name="bench",
         split="random",
         model=args.model,
+        head="linear",
         batch_size=args.batch,
         epochs=2,
         warmup_epochs=0,
@@ -242,9 +251,13 @@ def measure(args: argparse.Namespace) -> float:
 @cache
 def macs(name: str, classes: int, shape: tuple[int, int, int], options: tuple = ()) -> int:
     """Multiply-adds of one forward pass of one image, counted with hooks on convs and linears
-    (on the meta device: shapes only, no arithmetic)."""
+    on one CPU image. Built on the meta device (no initialisation), then given uninitialised CPU
+    storage: the heads' fp32 region (``torch.autocast(enabled=False)``) refuses the meta device,
+    and only the output shapes matter here. A cosine head is no Linear and is not counted
+    (features x classes, negligible)."""
     with torch.device("meta"):
         model = build_model(name, classes, shape[2], **dict(options)).eval()
+    model = model.to_empty(device="cpu")
     total = [0]
 
     def hook(m: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
@@ -258,13 +271,29 @@ def macs(name: str, classes: int, shape: tuple[int, int, int], options: tuple = 
         if isinstance(m, torch.nn.Conv2d | torch.nn.Linear):
             m.register_forward_hook(hook)
     with torch.no_grad():
-        model(torch.zeros(1, shape[2], shape[0], shape[1], device="meta"))
+        model(torch.zeros(1, shape[2], shape[0], shape[1]))
     return total[0]
 
 
 # Training cost relative to full training at equal forward multiply-adds: backward is about
 # twice the forward; a frozen backbone skips its weight gradients (bn_fc) or all backward (linear).
-FINETUNE_COST = {"full": 1.0, "bn_fc": 2 / 3, "linear": 1 / 3}
+FINETUNE_COST = {"scratch": 1.0, "full": 1.0, "bn_fc": 2 / 3, "linear": 1 / 3}
+
+
+def trained_runs(params: dict, profile: str) -> list[tuple[str, dict, dict]]:
+    """(name, resolved config, split spec) of everything the profile trains: the backbone when
+    the profile pretrains it (``weights: pretrain``; ImageNet weights are only fetched), then
+    the candidate and every report run, transfer runs with their resolved config (the
+    backbone's model and fine-tuning recipe)."""
+    splits = params["profiles"][profile]["splits"]
+    out = []
+    bb = backbone_config(params, profile)
+    if bb["weights"] == "pretrain":
+        out.append((BACKBONE, {**OFF, **bb["run"]}, bb["split_spec"]))
+    for name in run_names(params):
+        cfg = resolve_run(params, name, profile)
+        out.append((name, cfg, splits[cfg["split"]]))
+    return out
 
 
 def estimate(args: argparse.Namespace, img_s: float) -> None:
@@ -277,14 +306,12 @@ def estimate(args: argparse.Namespace, img_s: float) -> None:
         f"{args.model} on 32x32x3 at batch {args.batch}. Each run's rate is divided by its cost "
         f"x = (its model's multiply-adds on its dataset's image size, counted with forward hooks) "
         f"/ ({args.model}'s on 32x32x3), times 2/3 for finetune bn_fc and 1/3 for linear; "
-        "batch-size differences are ignored."
+        "batch-size differences are ignored. Row backbone: the backbone stage's pretraining."
     )
     head = f"{'run':<22} {'split':<12} {'model':<11} {'ep':>4} {'seeds':>5} {'img/ep':>7}"
     print(f"{head} {'cost x':>6} {'img/s':>8} {'min':>8}")
     total_img, total_min = 0, 0.0
-    for name in run_names(params):
-        cfg = resolve_run(params, name, profile)
-        spec = cfg["split_spec"]
+    for name, cfg, spec in trained_runs(params, profile):
         C, per_class, shape = SHAPES[spec["dataset"]]
         labels = np.repeat(np.arange(C), per_class)
         n = build_index(cfg["split"], spec, labels, [str(c) for c in range(C)])["total_train"]

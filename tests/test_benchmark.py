@@ -1,10 +1,12 @@
-"""benchmarks/train_speed.py: the three loops run and report, and --estimate sums the runs."""
+"""benchmarks/train_speed.py: the three loops run and report, and --estimate sums the runs:
+every run of params.yaml with its resolved config, and the backbone's pretraining."""
 
 import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
@@ -12,6 +14,27 @@ RESULT = re.compile(
     r"RESULT engine_vs_reference=(\d+\.\d\d) engine_vs_bare=(\d+\.\d\d) "
     r"engine_img_s=(\d+) device=(\S+)"
 )
+# The full profile's exp100 split (CIFAR-10-LT, 12406 training images) and the quick profile's
+# three Fashion-MNIST splits, pinned here so that the expected totals below follow from them.
+CIFAR_EXP100 = {
+    "dataset": "cifar10",
+    "shape": "exp",
+    "n_max": 5000,
+    "imbalance": 100,
+    "sampling": "ldam",
+    "val_policy": "exact",
+}
+FASHION_SPLITS = {
+    # 1000 + 9 x 100 = 1900 training images (val_policy reserve keeps n_max: 6000 per class)
+    "step": {"dataset": "fashion_mnist", "shape": "step", "n_max": 1000, "n_min": 100, "k": 1,
+             "val_per_class": 20},
+    # sum of int(1000 x 0.01^(i/9)), i = 0..9: 2478
+    "exp100": {"dataset": "fashion_mnist", "shape": "exp", "n_max": 1000, "imbalance": 100,
+               "sampling": "ldam", "val_policy": "exact"},
+    # 10 x 300 = 3000
+    "balanced": {"dataset": "fashion_mnist", "shape": "none", "n_max": 300, "val_per_class": 20,
+                 "seed": 1},
+}  # fmt: skip
 
 
 def run(*args: str, cwd: Path | None = None) -> list[str]:
@@ -20,6 +43,30 @@ def run(*args: str, cwd: Path | None = None) -> list[str]:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip().splitlines()
+
+
+def rows(lines: list[str]) -> dict[str, dict[str, str]]:
+    """The estimate's table, by run name."""
+    head = lines.index(next(ln for ln in lines if ln.startswith("run ")))
+    keys = lines[head].replace("cost x", "cost").split()
+    table = {}
+    for ln in lines[head + 1 :]:
+        if ln.startswith("total:"):
+            break
+        cells = dict(zip(keys, ln.split(), strict=True))
+        table[cells["run"]] = cells
+    return table
+
+
+def repo_params() -> dict:
+    return yaml.safe_load((SCRIPT.parents[1] / "params.yaml").read_text())
+
+
+def estimate(tmp_path: Path, params: dict, profile: str) -> list[str]:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    args = ("--estimate", "--img-s", "1000", "--params", str(path), "--profile", profile)
+    return run(*args, "--model", "resnet20", cwd=tmp_path)
 
 
 def test_measure_prints_result_line() -> None:
@@ -35,28 +82,63 @@ def test_measure_prints_result_line() -> None:
 
 
 def test_estimate_sums_every_run(tmp_path: Path) -> None:
-    """The repo's params.yaml with its runs replaced by two on CIFAR-10's exp100 split."""
-    params = yaml.safe_load((SCRIPT.parents[1] / "params.yaml").read_text())
+    """Profile full, its runs replaced: two on CIFAR-10's exp100 split and one transfer run,
+    which takes the backbone's model and fine-tuning recipe (tv_resnet18, 30 epochs). The
+    ImageNet backbone is only fetched, so it adds no training row."""
+    params = repo_params()
     full = params["profiles"]["full"]
-    full["splits"]["exp100"] = {
-        "dataset": "cifar10",
-        "shape": "exp",
-        "n_max": 5000,
-        "imbalance": 100,
-        "sampling": "ldam",
-        "val_policy": "exact",
-    }
-    full["recipe"], full["force"] = {}, {}
-    backbone = next(
-        (b["run"] for p in params["profiles"].values() if (b := p["backbone"])["source"] == "run"),
-        "ce",
-    )  # a profile whose backbone is a run needs that run to exist
-    params.update(split="exp100", model="auto", loss="cross_entropy", sampler="instance")
-    params.update(mixup="none", seeds=[0, 1], transfer_runs={})
+    full["splits"]["exp100"] = CIFAR_EXP100
+    full["recipe"], full["budget"] = {}, {}
+    assert full["backbone"]["weights"] == "imagenet"
+    assert full["backbone"]["recipe"]["epochs"] == 30
+    params.update(split="exp100", loss="cross_entropy", sampler="instance", mixup="none")
+    params.update(seeds=[0, 1])
     params["recipe"].update(model="resnet20", epochs=7)
-    params["runs"] = {backbone: {"split": "exp100", "seeds": [0, 1, 2], "epochs": 3}}
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    lines = run("--estimate", "--img-s", "1000", "--params", str(path), cwd=tmp_path)
-    images = 12406 * (7 * 2 + 3 * 3)  # the exp100 split's training images x epochs x seeds
-    assert lines[-1] == f"ESTIMATE total_images={images} total_minutes={images / 1000 / 60:.2f}"
+    params["runs"] = {"ce": {"split": "exp100", "seeds": [0, 1, 2], "epochs": 3}}
+    params["transfer_runs"] = {"tl": {"split": "balanced", "finetune": "linear", "seeds": [0]}}
+    lines = estimate(tmp_path, params, "full")
+    # exp100's training images x epochs x seeds; tl: CIFAR-100's 500 - 50 val per class
+    images = 12406 * (7 * 2 + 3 * 3) + 100 * 450 * 30 * 1
+    assert lines[-1].startswith(f"ESTIMATE total_images={images} ")
+    table = rows(lines)
+    assert sorted(table) == ["candidate", "ce", "tl"]
+    tl = table["tl"]
+    assert (tl["model"], tl["ep"], tl["seeds"], tl["img/ep"]) == ("tv_resnet18", "30", "1", "45000")
+    minutes = sum(float(r["min"]) for r in table.values())
+    total = float(lines[-1].split("total_minutes=")[1])
+    assert total == pytest.approx(minutes, abs=0.1)  # the rows are rounded to 0.1 min
+
+
+def test_estimate_counts_the_pretrained_backbone(tmp_path: Path) -> None:
+    """Profile quick pretrains its backbone (weights: pretrain, on the step split): that run is
+    counted, and each transfer run at its mode's cost (linear: 1/3 of scratch's)."""
+    params = repo_params()
+    quick = params["profiles"]["quick"]
+    quick["splits"] = FASHION_SPLITS
+    quick["budget"] = {"epochs": 2, "seeds": [0]}
+    quick["backbone"] = {"model": "resnet20", "weights": "pretrain", "split": "step"}
+    params.update(split="step", loss="cross_entropy", sampler="instance", mixup="none")
+    params["runs"] = {"ce": {"split": "exp100"}}
+    params["transfer_runs"] = {
+        "tl": {"split": "balanced", "finetune": "linear"},
+        "ts": {"split": "balanced", "finetune": "scratch"},
+    }
+    lines = estimate(tmp_path, params, "quick")
+    images = 2 * (1900 + 1900 + 2478 + 3000 + 3000)  # backbone, candidate, ce, tl, ts
+    assert lines[-1].startswith(f"ESTIMATE total_images={images} ")
+    table = rows(lines)
+    assert list(table) == ["backbone", "candidate", "ce", "tl", "ts"]
+    bb = table["backbone"]
+    assert (bb["split"], bb["model"], bb["ep"], bb["seeds"], bb["img/ep"]) == (
+        "step",
+        "resnet20",
+        "2",
+        "1",
+        "1900",
+    )
+    assert {r["model"] for r in table.values()} == {"resnet20"}
+    cost = {name: float(r["cost"]) for name, r in table.items()}
+    assert cost["ts"] == cost["ce"] == cost["backbone"] > 0
+    assert cost["tl"] == pytest.approx(cost["ts"] / 3, abs=0.01)
+    # the same file under profile full: ImageNet weights, no backbone row
+    assert "backbone" not in rows(estimate(tmp_path, params, "full"))
