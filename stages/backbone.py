@@ -32,13 +32,13 @@ def imagenet_weights(cfg: dict) -> dict:
     tmp = BACKBONE_FILE.parent / ".download"
     name = cfg["sources"][0].rstrip("/").rsplit("/", 1)[-1]
     try:
-        path = fetch_file(
-            name, cfg["sources"], cfg["sha256"], tmp, "profiles.<profile>.backbone", "sha256"
-        )
+        sha256 = [h.lower() for h in cfg["sha256"]]
+        path = fetch_file(name, cfg["sources"], sha256, tmp, "profiles.<profile>.backbone", "sha256")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
-            raise PipelineError(f"{path} is not a PyTorch state_dict ({e})") from e
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise PipelineError(f"{name} is not a PyTorch state_dict ({first})") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {f"net.{k}": v for k, v in state.items()}
