@@ -52,6 +52,7 @@ RECIPE = {
     "focal_gamma": Field(float, 1.0),
     "la_tau": Field(float, 1.0),
     "posthoc_tau": Field(float, 0.0),
+    "posthoc_tau_grid": Field(float, [], list_of=True),
     "ldam_max_margin": Field(float, 0.5),
     "ldam_scale": Field(float, 30.0),
     "drw_from": Field(float, 1.0),
@@ -225,6 +226,12 @@ def _check_runs(params: dict) -> None:
                     f"{key} = {split!r} is not defined in profiles.{pname}.splits; "
                     f"choose one of: {', '.join(prof['splits'])}"
                 )
+            tuned = resolve_run(params, name, pname)["posthoc_tau_grid"]
+            if tuned and prof["splits"][split]["val_per_class"] == 0:
+                raise ParamsError(
+                    f"{key} = {split!r}: posthoc_tau_grid chooses tau on validation images, "
+                    f"but profiles.{pname}.splits.{split}.val_per_class is 0"
+                )
 
 
 def load(path: str | Path = "params.yaml") -> dict:
@@ -312,6 +319,8 @@ def settings_read(cfg: dict) -> list[str]:
         keys += ["drs_from"]
     if cfg["posthoc_tau"] > 0:
         keys += ["posthoc_tau"]
+    if cfg["posthoc_tau_grid"]:
+        keys += ["posthoc_tau_grid"]
     if cfg["finetune"] != "scratch":
         keys += ["finetune", "lr_backbone_factor"]
     return list(dict.fromkeys(keys))

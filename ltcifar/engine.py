@@ -25,7 +25,7 @@ from ltcifar.data import SplitData
 from ltcifar.device import autocast_for
 from ltcifar.errors import PipelineError
 from ltcifar.files import atomic_path
-from ltcifar.inference import predict
+from ltcifar.inference import choose_posthoc_tau, predict
 from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
 from ltcifar.mixup import MIXUPS
@@ -111,6 +111,7 @@ class TrainResult:
     state_dict: dict
     history: list[dict[str, float]]
     selected_epoch: int
+    posthoc_tau: float = 0.0  # the post-hoc adjustment the model is scored with
 
 
 def _validate(model, data: SplitData, cfg: dict) -> dict[str, float]:
@@ -147,6 +148,11 @@ def train(
     """Train one run for one seed; resume from ``ckpt_path`` if it holds this very run.
 
     ``backbone`` is the state_dict a transfer run starts from (all but the new head)."""
+    if cfg["posthoc_tau_grid"] and len(data.y_val) == 0:
+        raise PipelineError(
+            f"run {cfg['name']!r}: posthoc_tau_grid chooses tau on a validation set, but split "
+            f"{cfg['split']!r} has none; set val_per_class on the split"
+        )
     if cfg["checkpoint"] == "best_val" and len(data.y_val) == 0:
         raise PipelineError(
             f"run {cfg['name']!r}: checkpoint: best_val needs a validation set, "
@@ -290,8 +296,15 @@ def train(
             )
     bar.close()
     if cfg["checkpoint"] == "best_val":
-        return TrainResult(best["state"], history, best["epoch"])
-    return TrainResult(model.state_dict(), history, cfg["epochs"] - 1)
+        state, selected = best["state"], best["epoch"]
+    else:
+        state, selected = model.state_dict(), cfg["epochs"] - 1
+    tau = cfg["posthoc_tau"]
+    if cfg["posthoc_tau_grid"]:  # chosen on the validation images, never the test set
+        model.load_state_dict(state)
+        raw = predict(model, data.x_val, data.mean, data.std, {**cfg, "posthoc_tau": 0.0})
+        tau = choose_posthoc_tau(raw, data.y_val, data.counts, cfg["posthoc_tau_grid"])
+    return TrainResult(state, history, selected, tau)
 
 
 def save_atomic(obj: object, path: Path) -> None:

@@ -43,6 +43,23 @@ def predict(
     return logits
 
 
+def choose_posthoc_tau(
+    logits: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, grid: list[float]
+) -> float:
+    """The tau of ``grid`` whose adjusted logits z - tau log pi score the best mean per-class
+    recall on (balanced) validation images (Menon et al. 2021 tune tau on held-out data); the
+    first in grid order on ties, so list the smallest adjustment first."""
+    prior = log_prior(counts.to(logits.device))
+    best, best_score = grid[0], -1.0
+    for tau in grid:
+        pred = (logits - tau * prior).argmax(1)
+        recalls = [(pred[y == c] == c).float().mean() for c in torch.unique(y)]
+        score = float(torch.stack(recalls).mean())
+        if score > best_score:
+            best, best_score = tau, score
+    return float(best)
+
+
 def load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """A model saved by the train stage, rebuilt from the config saved beside its weights.
 

@@ -37,6 +37,7 @@ def prior_corrections(cfg: dict) -> dict[str, str]:
         (mix in RESAMPLING_MIXUPS, "mixup", f"mixup {mix} (class-balanced batches)"),
         (cfg["drs_from"] < 1, "drs_from", "drs_from (deferred re-sampling)"),
         (cfg["posthoc_tau"] > 0, "posthoc_tau", "posthoc_tau (post-hoc logit adjustment)"),
+        (bool(cfg["posthoc_tau_grid"]), "posthoc_tau_grid", "posthoc_tau_grid (post-hoc, tuned)"),
     ]
     return {key: label for active, key, label in found if active}
 

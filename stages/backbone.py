@@ -33,7 +33,8 @@ def imagenet_weights(cfg: dict) -> dict:
     name = cfg["sources"][0].rstrip("/").rsplit("/", 1)[-1]
     try:
         sha256 = [h.lower() for h in cfg["sha256"]]
-        path = fetch_file(name, cfg["sources"], sha256, tmp, "profiles.<profile>.backbone", "sha256")
+        where = "profiles.<profile>.backbone"
+        path = fetch_file(name, cfg["sources"], sha256, tmp, where, "sha256")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:

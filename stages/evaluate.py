@@ -46,6 +46,8 @@ def score_seed(path: Path, x: torch.Tensor, y: torch.Tensor, prepared, counts: l
     conf = confusion(y, logits.argmax(1), num_classes).cpu().numpy()
     probs, labels = logits.softmax(1).cpu().numpy(), y.cpu().numpy()
     extra = {"ece": expected_calibration_error(probs, labels, 15)}
+    if saved["config"]["posthoc_tau_grid"]:  # the tau chosen on validation images
+        extra["posthoc_tau"] = saved["config"]["posthoc_tau"]
     if num_classes >= 20:
         extra["top5_accuracy"] = top_k_accuracy(probs, labels, 5)
     sizes = dict(model.named_parameters())

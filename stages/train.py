@@ -37,7 +37,7 @@ def main() -> None:
         save_atomic(
             {
                 "state_dict": result.state_dict,
-                "config": cfg,
+                "config": {**cfg, "posthoc_tau": result.posthoc_tau},
                 "seed": seed,
                 "classes": data.classes,
                 "in_channels": data.in_channels,

@@ -228,9 +228,7 @@ def test_none_profile(cifar10_labels):
     assert idx["val_counts"] == [50] * 10
     check_consistent(idx, cifar10_labels)
 
-    idx = index(
-        "bal", cifar10_labels, dataset="cifar10", shape="none", n_max=300, val_per_class=20
-    )
+    idx = index("bal", cifar10_labels, dataset="cifar10", shape="none", n_max=300, val_per_class=20)
     assert idx["counts"] == [300] * 10
     assert idx["val_counts"] == [20] * 10
     assert idx["total_train"] == 3000

@@ -8,13 +8,12 @@ import torch
 import torch.nn.functional as F
 from scipy import stats
 
-from ltcifar.config import RECIPE, defaults, load, resolve_run
+from ltcifar.config import RECIPE, defaults, load
 from ltcifar.losses import LOSSES, build_loss, class_weights, ldam_margins
 from ltcifar.methods import check, refusal
-from ltcifar.samplers import sampler_for
 from ltcifar.mixup import MIXUPS
 from ltcifar.params import ParamsError
-from ltcifar.samplers import SAMPLERS
+from ltcifar.samplers import SAMPLERS, sampler_for
 
 COUNTS = torch.tensor([5000, 2000, 800, 300, 120, 50])
 
@@ -286,7 +285,7 @@ def test_every_report_run_composes_and_trains_one_step():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(4), [40, 20, 10, 10])
     x = rng.integers(0, 255, (80, 12, 12, 3)).astype(np.uint8)
-    data = make_split(x[rng.permutation(80)], y, 0, 4)
+    data = make_split(x[rng.permutation(80)], y[rng.permutation(80)], 8, 4)
     for name in params["runs"]:
         run = {**OFF, **run_config(params, name), "epochs": 1, "batch_size": 16}
         history = train(run, data, 0, torch.device("cpu")).history

@@ -180,9 +180,7 @@ def make_outputs(root: Path, transfer: bool = False, profile: str = "full") -> P
         ),
         split_index("exp100", "cifar10", CIFAR10, c10_counts, shape="exp"),
         split_index("c100_exp100", "cifar100", CIFAR100, c100_counts, shape="exp"),
-        split_index(
-            "balanced", "cifar100", CIFAR100, [450] * 100, shape="none", val_per_class=50
-        ),
+        split_index("balanced", "cifar100", CIFAR100, [450] * 100, shape="none", val_per_class=50),
     ):
         (splits / f"{index['split']}.json").write_text(json.dumps(index))
 
