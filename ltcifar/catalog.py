@@ -48,5 +48,6 @@ OFF: dict[str, object] = {
     "drw_from": 1.0,
     "drs_from": 1.0,
     "posthoc_tau": 0.0,
+    "grad_clip": 0.0,
     "finetune": "scratch",
 }
