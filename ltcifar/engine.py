@@ -4,13 +4,17 @@ The hot loop slices a per-epoch index tensor, augments with one gather, and accu
 the confusion matrix on the device; the host reads them once per epoch. That read also reveals a
 non-finite loss: the steps before the first one are counted on the device, so the error names
 the exact step, found at the end of its epoch rather than at a per-step sync. Checkpoints hold
-everything a bit-exact resume needs (model, optimiser, schedule, RNG streams, history).
+everything an exact resume needs (model, optimiser, schedule, RNG streams, history): on the CPU
+a resumed run is bit-exact; on CUDA only with ``deterministic: true``, since cuDNN's autotuner
+and atomic-add kernels otherwise pick differently from run to run. Checkpoints hold plain data
+and tensors only, and are read with ``weights_only=True``: a file is never code.
 """
 
 import copy
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,26 +88,34 @@ def _config_diff(old: dict, new: dict) -> list[str]:
 
 
 def _load_checkpoint(path: Path, device: torch.device, fp: str, run_cfg: dict) -> dict | None:
-    """The checkpoint at ``path`` if it holds this very run; else None, after saying why in one
-    line, so a changed config never silently restarts (or resumes) a different run."""
+    """The checkpoint at ``path`` if it holds this very run on this kind of device; else None,
+    after saying why in one line, so a changed config never silently restarts (or resumes) a
+    different run. A CUDA generator's state does not fit a CPU one (nor back), hence the device."""
     try:
-        ck = torch.load(path, map_location=device, weights_only=False)
+        ck = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torn by a disk fault, or not a checkpoint at all
         why = (str(e).splitlines() or [""])[0]
         raise PipelineError(
             f"{path} is not a readable checkpoint ({type(e).__name__}: {why}); "
             "delete it to start this run afresh"
         ) from e
-    if ck["fingerprint"] == fp:
-        return ck
-    saved = ck.get("config")  # absent in checkpoints written before configs were stored
-    changed = ", ".join(_config_diff(saved, run_cfg)) if saved is not None else "unknown"
-    print(
-        f"not resuming {run_cfg['name']} seed {run_cfg['seed']} from {path}: its config "
-        f"fingerprint {ck['fingerprint']} differs from this run's {fp} (changed: {changed}); "
-        "starting from epoch 0"
-    )
-    return None
+    head = f"not resuming {run_cfg['name']} seed {run_cfg['seed']} from {path}"
+    if ck["fingerprint"] != fp:
+        saved = ck.get("config")  # absent in checkpoints written before configs were stored
+        changed = ", ".join(_config_diff(saved, run_cfg)) if saved is not None else "unknown"
+        print(
+            f"{head}: its config fingerprint {ck['fingerprint']} differs from this run's {fp} "
+            f"(changed: {changed}); starting from epoch 0"
+        )
+        return None
+    written_on = ck.get("device", "an unrecorded device")  # absent in older checkpoints
+    if written_on != device.type:
+        print(
+            f"{head}: it was written on {written_on} and this run is on {device.type}, whose "
+            "random-number streams differ; starting from epoch 0"
+        )
+        return None
+    return ck
 
 
 @dataclass
@@ -153,6 +165,8 @@ def train(
             f"but split {cfg['split']!r} has none; set checkpoint: last or val_per_class"
         )
     torch.manual_seed(seed)
+    if cfg["deterministic"]:  # cuBLAS reads it when CUDA first calls it; unset, CUDA raises
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg["deterministic"]
         torch.use_deterministic_algorithms(cfg["deterministic"])
@@ -276,6 +290,7 @@ def train(
             save_atomic(
                 {
                     "fingerprint": fp,
+                    "device": device.type,  # a generator's state fits only its own device type
                     "config": run_cfg,  # so a mismatch can name the keys that changed
                     "epoch": done,
                     "model": model.state_dict(),

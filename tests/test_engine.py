@@ -1,6 +1,7 @@
 """The engine: a resumed run equals an uninterrupted one, seeds reproduce, and it learns."""
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -96,7 +97,7 @@ def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
     ckpt = tmp_path / "ckpt.pt"
     with pytest.raises(Killed):
         train(cfg, tiny, 0, torch.device("cpu"), ckpt_path=ckpt, log=kill_after_two)
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
     logged = []
     resumed = train(
         cfg, tiny, 0, torch.device("cpu"), ckpt_path=ckpt, log=lambda e, row: logged.append(e)
@@ -187,7 +188,7 @@ def test_nan_loss_names_run_seed_epoch_step_and_last_finite_loss(tiny, tmp_path,
     )
     assert f"the last finite loss was {losses[6]:.6g}" in str(err.value)
     assert len(losses) == 2 * steps  # found at the end of the epoch, which then stops
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 1  # epoch 1 was not checkpointed
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1  # epoch 1 was not checkpointed
 
 
 def ldam_drw_lr(epoch: int, lr: float = 0.1) -> float:
@@ -235,3 +236,57 @@ def test_step_warmup_is_linear_per_step():
     factor = lr_factor(cfg, steps)
     assert [factor(s) for s in range(35)] == pytest.approx([(s + 1) / 35 for s in range(35)])
     assert factor(35) == 1.0 and factor(160 * 7 - 1) == 1.0 and factor(160 * 7) == 0.01
+
+
+def leave_marker(path: str) -> None:
+    """What a hostile pickle would run instead of a shell command: it leaves a file."""
+    Path(path).write_text("code ran")
+
+
+class RunsCode:
+    """Unpickles by calling ``leave_marker``: a stand-in for a file that runs code when read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return leave_marker, (str(self.path),)
+
+
+def test_checkpoint_that_would_run_code_is_refused_unrun(tiny, tmp_path):
+    ckpt, marker = tmp_path / "ckpt.pt", tmp_path / "ran"
+    train(recipe(epochs=2), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    ck = torch.load(ckpt, weights_only=True)  # what the engine writes is plain data
+    ck["history"].append(RunsCode(marker))
+    torch.save(ck, ckpt)
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(ckpt))} is not a readable checkp"):
+        train(recipe(epochs=2), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    assert not marker.exists()
+
+
+def test_checkpoint_from_another_device_type_is_not_resumed(tiny, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt.pt"
+    train(recipe(epochs=2), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    ck = torch.load(ckpt, weights_only=True)
+    assert ck["device"] == "cpu"
+    torch.save({**ck, "device": "cuda"}, ckpt)
+    capsys.readouterr()
+    run = train(recipe(epochs=2), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    assert capsys.readouterr().out.splitlines() == [
+        f"not resuming t seed 0 from {ckpt}: it was written on cuda and this run is on cpu, "
+        "whose random-number streams differ; starting from epoch 0"
+    ]
+    fresh = train(recipe(epochs=2), tiny, 0, torch.device("cpu"))
+    assert strip_speed(run.history) == strip_speed(fresh.history)
+
+
+def test_deterministic_sets_the_cublas_workspace_before_any_cuda_work(tiny, monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # unset now, and unset again afterwards
+    train(recipe(epochs=1), tiny, 0, torch.device("cpu"))
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    try:
+        train(recipe(epochs=1, deterministic=True), tiny, 0, torch.device("cpu"))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
