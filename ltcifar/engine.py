@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from ltcifar.augment import crop_flip, to_input
@@ -134,7 +135,9 @@ def _validate(model, data: SplitData, cfg: dict) -> dict[str, float]:
     return {"val/loss": loss, **{f"val/{k}": v for k, v in summarize(conf).items()}}
 
 
-def _non_finite(cfg: dict, seed: int, epoch: int, step: int, steps: int, last: float) -> str:
+def _non_finite(
+    cfg: dict, seed: int, epoch: int, step: int, steps: int, last: float, lr: float
+) -> str:
     before = (
         f"the last finite loss was {last:.6g}"
         if math.isfinite(last)
@@ -143,7 +146,8 @@ def _non_finite(cfg: dict, seed: int, epoch: int, step: int, steps: int, last: f
     return (
         f"run {cfg['name']!r} seed {seed}: the training loss is not finite at epoch {epoch}, "
         f"step {step} of {steps} (counting from 0; {before}); training stopped and this epoch "
-        f"is not checkpointed; lower lr (now {cfg['lr']}) or check the loss {cfg['loss']!r}"
+        f"is not checkpointed; the lr at that step was {lr:.6g} (base lr {cfg['lr']}): "
+        f"lower lr, set grad_clip, or precision: fp32 (or check the loss {cfg['loss']!r})"
     )
 
 
@@ -187,9 +191,10 @@ def train(
         momentum=cfg["momentum"],
         nesterov=cfg["nesterov"],
         weight_decay=cfg["weight_decay"],
-        **({"fused": True} if device.type == "cuda" else {"foreach": True}),
+        **sgd_kernel(device),
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps))
+    factor = lr_factor(cfg, steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     loss_fn = build_loss(cfg, data.counts)
     mix = MIXUPS[cfg["mixup"]](cfg)
 
@@ -247,6 +252,8 @@ def train(
             loss = loss_fn(logits, targets, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg["grad_clip"] > 0:
+                clip_grad_norm_(model.parameters(), cfg["grad_clip"])
             opt.step()
             sched.step()
             loss_sum += loss.detach()
@@ -259,7 +266,8 @@ def train(
         total, good_steps, last = torch.stack([loss_sum.float(), n_ok, last_ok]).tolist()
         if good_steps < steps:
             bar.close()
-            raise PipelineError(_non_finite(cfg, seed, epoch, int(good_steps), steps, last))
+            lr = cfg["lr"] * factor(epoch * steps + int(good_steps))  # the head group's
+            raise PipelineError(_non_finite(cfg, seed, epoch, int(good_steps), steps, last, lr))
         train_loss = total / steps
         img_per_s = steps * bs / (time.perf_counter() - t0)
         row = {
@@ -307,6 +315,11 @@ def train(
     if cfg["checkpoint"] == "best_val":
         return TrainResult(best["state"], history, best["epoch"])
     return TrainResult(model.state_dict(), history, cfg["epochs"] - 1)
+
+
+def sgd_kernel(device: torch.device) -> dict[str, bool]:
+    """SGD's fused kernel on CUDA (one launch per step), the foreach one on the CPU."""
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
 
 
 def save_atomic(obj: object, path: Path) -> None:
