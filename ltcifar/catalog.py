@@ -49,5 +49,6 @@ OFF: dict[str, object] = {
     "drs_from": 1.0,
     "posthoc_tau": 0.0,
     "posthoc_tau_grid": [],
+    "grad_clip": 0.0,
     "finetune": "scratch",
 }

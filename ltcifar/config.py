@@ -72,6 +72,7 @@ RECIPE = {
     "compile": Field(bool, False),
     "channels_last": Field(bool, True),
     "deterministic": Field(bool, False),
+    "grad_clip": Field(float, 0.0),
     "eval_batch_size": Field(int, 1024),
 }
 RUN = {"split": Field(str), **RECIPE}
@@ -158,6 +159,8 @@ def _check_values(cfg: dict, where: str) -> None:
         raise ParamsError(f"{where}seeds is empty; give at least one seed")
     if "warmup_epochs" in cfg and cfg["warmup_epochs"] < 0:
         raise ParamsError(f"{where}warmup_epochs = {cfg['warmup_epochs']} must be >= 0")
+    if "grad_clip" in cfg and cfg["grad_clip"] < 0:
+        raise ParamsError(f"{where}grad_clip = {cfg['grad_clip']} must be >= 0 (0 = off)")
 
 
 def _check_split(key: str, split: dict, datasets: list[str]) -> None:
@@ -321,6 +324,8 @@ def settings_read(cfg: dict) -> list[str]:
         keys += ["posthoc_tau"]
     if cfg["posthoc_tau_grid"]:
         keys += ["posthoc_tau_grid"]
+    if cfg["grad_clip"] > 0:
+        keys += ["grad_clip"]
     if cfg["finetune"] != "scratch":
         keys += ["finetune", "lr_backbone_factor"]
     return list(dict.fromkeys(keys))

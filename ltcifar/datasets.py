@@ -5,6 +5,7 @@ images, int64 labels, class names, and train-set channel statistics), so that no
 ever opens a tarball, a gzip or PIL.
 """
 
+import codecs
 import gzip
 import io
 import pickle
@@ -45,6 +46,36 @@ UNREADABLE = (
 )
 
 
+_RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array unpickling helper
+
+# The only globals a CIFAR python batch names: its pixel array (written by Python 2 numpy as
+# numpy.core, by numpy 2 as numpy._core) and, in a Python 3 protocol-2 pickle, its bytes.
+CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class CifarUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's batches and nothing else: a pickle may name any callable, so one
+    that names anything but the array pieces above is refused before it can run."""
+
+    def __init__(self, file: io.IOBase, where: str) -> None:
+        super().__init__(file, encoding="latin1")
+        self.where = where
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in CIFAR_GLOBALS:
+            raise PipelineError(
+                f"{self.where} holds a pickle that names {module}.{name}, which a CIFAR batch "
+                "never does; refused unread (it could run code)"
+            )
+        return CIFAR_GLOBALS[module, name]
+
+
 @contextmanager
 def _reading(path: Path, dataset: str) -> Iterator[None]:
     """Turn any decoding failure of ``path`` into one line naming the file: archives that pass
@@ -80,7 +111,9 @@ def _cifar_reader(
                     raise PipelineError(
                         f"{raw / archive} has no member {name!r}; is it a CIFAR python archive?"
                     )
-                return pickle.load(tar.extractfile(members[name]), encoding="latin1")
+                return CifarUnpickler(
+                    tar.extractfile(members[name]), f"{raw / archive} member {name!r}"
+                ).load()
 
             def images_labels(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
                 batches = [load(n) for n in names]

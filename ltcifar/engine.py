@@ -4,13 +4,17 @@ The hot loop slices a per-epoch index tensor, augments with one gather, and accu
 the confusion matrix on the device; the host reads them once per epoch. That read also reveals a
 non-finite loss: the steps before the first one are counted on the device, so the error names
 the exact step, found at the end of its epoch rather than at a per-step sync. Checkpoints hold
-everything a bit-exact resume needs (model, optimiser, schedule, RNG streams, history).
+everything an exact resume needs (model, optimiser, schedule, RNG streams, history): on the CPU
+a resumed run is bit-exact; on CUDA only with ``deterministic: true``, since cuDNN's autotuner
+and atomic-add kernels otherwise pick differently from run to run. Checkpoints hold plain data
+and tensors only, and are read with ``weights_only=True``: a file is never code.
 """
 
 import copy
 import hashlib
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from ltcifar.augment import crop_flip, to_input
@@ -84,26 +89,34 @@ def _config_diff(old: dict, new: dict) -> list[str]:
 
 
 def _load_checkpoint(path: Path, device: torch.device, fp: str, run_cfg: dict) -> dict | None:
-    """The checkpoint at ``path`` if it holds this very run; else None, after saying why in one
-    line, so a changed config never silently restarts (or resumes) a different run."""
+    """The checkpoint at ``path`` if it holds this very run on this kind of device; else None,
+    after saying why in one line, so a changed config never silently restarts (or resumes) a
+    different run. A CUDA generator's state does not fit a CPU one (nor back), hence the device."""
     try:
-        ck = torch.load(path, map_location=device, weights_only=False)
+        ck = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torn by a disk fault, or not a checkpoint at all
         why = (str(e).splitlines() or [""])[0]
         raise PipelineError(
             f"{path} is not a readable checkpoint ({type(e).__name__}: {why}); "
             "delete it to start this run afresh"
         ) from e
-    if ck["fingerprint"] == fp:
-        return ck
-    saved = ck.get("config")  # absent in checkpoints written before configs were stored
-    changed = ", ".join(_config_diff(saved, run_cfg)) if saved is not None else "unknown"
-    print(
-        f"not resuming {run_cfg['name']} seed {run_cfg['seed']} from {path}: its config "
-        f"fingerprint {ck['fingerprint']} differs from this run's {fp} (changed: {changed}); "
-        "starting from epoch 0"
-    )
-    return None
+    head = f"not resuming {run_cfg['name']} seed {run_cfg['seed']} from {path}"
+    if ck["fingerprint"] != fp:
+        saved = ck.get("config")  # absent in checkpoints written before configs were stored
+        changed = ", ".join(_config_diff(saved, run_cfg)) if saved is not None else "unknown"
+        print(
+            f"{head}: its config fingerprint {ck['fingerprint']} differs from this run's {fp} "
+            f"(changed: {changed}); starting from epoch 0"
+        )
+        return None
+    written_on = ck.get("device", "an unrecorded device")  # absent in older checkpoints
+    if written_on != device.type:
+        print(
+            f"{head}: it was written on {written_on} and this run is on {device.type}, whose "
+            "random-number streams differ; starting from epoch 0"
+        )
+        return None
+    return ck
 
 
 @dataclass
@@ -123,7 +136,9 @@ def _validate(model, data: SplitData, cfg: dict) -> dict[str, float]:
     return {"val/loss": loss, **{f"val/{k}": v for k, v in summarize(conf).items()}}
 
 
-def _non_finite(cfg: dict, seed: int, epoch: int, step: int, steps: int, last: float) -> str:
+def _non_finite(
+    cfg: dict, seed: int, epoch: int, step: int, steps: int, last: float, lr: float
+) -> str:
     before = (
         f"the last finite loss was {last:.6g}"
         if math.isfinite(last)
@@ -132,7 +147,8 @@ def _non_finite(cfg: dict, seed: int, epoch: int, step: int, steps: int, last: f
     return (
         f"run {cfg['name']!r} seed {seed}: the training loss is not finite at epoch {epoch}, "
         f"step {step} of {steps} (counting from 0; {before}); training stopped and this epoch "
-        f"is not checkpointed; lower lr (now {cfg['lr']}) or check the loss {cfg['loss']!r}"
+        f"is not checkpointed; the lr at that step was {lr:.6g} (base lr {cfg['lr']}): "
+        f"lower lr, set grad_clip, or precision: fp32 (or check the loss {cfg['loss']!r})"
     )
 
 
@@ -159,6 +175,8 @@ def train(
             f"but split {cfg['split']!r} has none; set checkpoint: last or val_per_class"
         )
     torch.manual_seed(seed)
+    if cfg["deterministic"]:  # cuBLAS reads it when CUDA first calls it; unset, CUDA raises
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg["deterministic"]
         torch.use_deterministic_algorithms(cfg["deterministic"])
@@ -179,9 +197,10 @@ def train(
         momentum=cfg["momentum"],
         nesterov=cfg["nesterov"],
         weight_decay=cfg["weight_decay"],
-        **({"fused": True} if device.type == "cuda" else {"foreach": True}),
+        **sgd_kernel(device),
     )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps))
+    factor = lr_factor(cfg, steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     loss_fn = build_loss(cfg, data.counts)
     mix = MIXUPS[cfg["mixup"]](cfg)
 
@@ -239,6 +258,8 @@ def train(
             loss = loss_fn(logits, targets, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if cfg["grad_clip"] > 0:
+                clip_grad_norm_(model.parameters(), cfg["grad_clip"])
             opt.step()
             sched.step()
             loss_sum += loss.detach()
@@ -251,7 +272,8 @@ def train(
         total, good_steps, last = torch.stack([loss_sum.float(), n_ok, last_ok]).tolist()
         if good_steps < steps:
             bar.close()
-            raise PipelineError(_non_finite(cfg, seed, epoch, int(good_steps), steps, last))
+            lr = cfg["lr"] * factor(epoch * steps + int(good_steps))  # the head group's
+            raise PipelineError(_non_finite(cfg, seed, epoch, int(good_steps), steps, last, lr))
         train_loss = total / steps
         img_per_s = steps * bs / (time.perf_counter() - t0)
         row = {
@@ -282,6 +304,7 @@ def train(
             save_atomic(
                 {
                     "fingerprint": fp,
+                    "device": device.type,  # a generator's state fits only its own device type
                     "config": run_cfg,  # so a mismatch can name the keys that changed
                     "epoch": done,
                     "model": model.state_dict(),
@@ -305,6 +328,11 @@ def train(
         raw = predict(model, data.x_val, data.mean, data.std, {**cfg, "posthoc_tau": 0.0})
         tau = choose_posthoc_tau(raw, data.y_val, data.counts, cfg["posthoc_tau_grid"])
     return TrainResult(state, history, selected, tau)
+
+
+def sgd_kernel(device: torch.device) -> dict[str, bool]:
+    """SGD's fused kernel on CUDA (one launch per step), the foreach one on the CPU."""
+    return {"fused": True} if device.type == "cuda" else {"foreach": True}
 
 
 def save_atomic(obj: object, path: Path) -> None:

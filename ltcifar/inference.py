@@ -64,11 +64,19 @@ def load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, dic
     """A model saved by the train stage, rebuilt from the config saved beside its weights.
 
     Nothing is filled in from today's defaults: a model whose config lacks a setting the
-    code now needs was made by older code, and is an error that says to retrain it.
+    code now needs was made by older code, and is an error that says to retrain it. The file
+    is read with ``weights_only=True`` (it holds plain data and tensors), so it is never code.
     """
     if not path.exists():
         raise PipelineError(f"{path} not found; run `dvc repro` on the train stage of this run")
-    saved = torch.load(path, map_location=device, weights_only=False)
+    try:
+        saved = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # torn, not a model file, or a pickle that would run code
+        why = (str(e).splitlines() or [""])[0]
+        raise PipelineError(
+            f"{path} is not a readable model file ({type(e).__name__}: {why}); rerun its "
+            "train stage (`dvc repro --force` on it)"
+        ) from e
     cfg = saved["config"]
     try:
         model = build_model(

@@ -88,10 +88,16 @@ def load_backbone(path: Path = BACKBONE_FILE) -> dict:
 
 
 def init_from_backbone(model: nn.Module, state: dict, where: str = str(BACKBONE_FILE)) -> None:
-    """Load the backbone's weights into ``model``, all but its new head."""
+    """Load the backbone's weights into ``model``, all but its new head.
+
+    BatchNorm's ``num_batches_tracked`` may be missing (older torchvision files lack it, and
+    torchvision's own loader allows that): the model keeps its own counter there."""
     heads = head_prefixes(model)
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(heads)}
-    bad = [k for k in own if k not in state or state[k].shape != own[k].shape]
+    optional = {k for k in own if k.endswith(".num_batches_tracked") and k not in state}
+    bad = [
+        k for k in own if k not in optional and (k not in state or state[k].shape != own[k].shape)
+    ]
     if bad:
         raise PipelineError(f"{where} does not fit this model: no matching {bad[0]}")
-    model.load_state_dict({k: state[k] for k in own}, strict=False)
+    model.load_state_dict({k: state[k] for k in own if k not in optional}, strict=False)

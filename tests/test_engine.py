@@ -1,7 +1,9 @@
 """The engine: a resumed run equals an uninterrupted one, seeds reproduce, and it learns."""
 
 import math
+import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +98,7 @@ def test_resumed_run_equals_uninterrupted(tiny, tmp_path):
     ckpt = tmp_path / "ckpt.pt"
     with pytest.raises(Killed):
         train(cfg, tiny, 0, torch.device("cpu"), ckpt_path=ckpt, log=kill_after_two)
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 2
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 2
     logged = []
     resumed = train(
         cfg, tiny, 0, torch.device("cpu"), ckpt_path=ckpt, log=lambda e, row: logged.append(e)
@@ -164,6 +166,36 @@ def test_absurd_lr_stops_with_a_non_finite_loss(tiny):
         train(recipe(lr=1e6, warmup_epochs=0), tiny, 3, torch.device("cpu"))
 
 
+def test_non_finite_loss_gives_the_lr_of_that_step_and_what_to_change(tiny):
+    cfg = recipe(lr=1e6, warmup_epochs=1, warmup="step")
+    with pytest.raises(PipelineError) as err:
+        train(cfg, tiny, 3, torch.device("cpu"))
+    epoch, step = map(int, re.search(r"at epoch (\d+), step (\d+)", str(err.value)).groups())
+    lr = 1e6 * lr_factor(cfg, len(tiny.y) // 32)(epoch * (len(tiny.y) // 32) + step)
+    assert f"the lr at that step was {lr:.6g} (base lr 1000000.0)" in str(err.value)
+    assert "lower lr, set grad_clip, or precision: fp32" in str(err.value)
+
+
+def test_grad_clip_bounds_the_gradient_norm_of_every_step(tiny, monkeypatch):
+    norms, clip = [], engine.clip_grad_norm_  # (norm before, norm after) of each clipped step
+
+    def clip_and_measure(params, max_norm):
+        params = [p for p in params if p.grad is not None]
+        before = clip(params, max_norm)
+        after = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+        norms.append((before.item(), after.item()))
+        return before
+
+    monkeypatch.setattr(engine, "clip_grad_norm_", clip_and_measure)
+    train(recipe(epochs=1, grad_clip=0.05), tiny, 0, torch.device("cpu"))
+    assert len(norms) == len(tiny.y) // 32  # every step
+    assert all(after <= 0.05 * (1 + 1e-4) for _, after in norms)
+    assert any(before > 0.05 for before, _ in norms)  # it did clip
+    norms.clear()
+    train(recipe(epochs=1), tiny, 0, torch.device("cpu"))  # grad_clip: 0 is off
+    assert norms == []
+
+
 def test_nan_loss_names_run_seed_epoch_step_and_last_finite_loss(tiny, tmp_path, monkeypatch):
     losses = []
 
@@ -187,7 +219,7 @@ def test_nan_loss_names_run_seed_epoch_step_and_last_finite_loss(tiny, tmp_path,
     )
     assert f"the last finite loss was {losses[6]:.6g}" in str(err.value)
     assert len(losses) == 2 * steps  # found at the end of the epoch, which then stops
-    assert torch.load(ckpt, weights_only=False)["epoch"] == 1  # epoch 1 was not checkpointed
+    assert torch.load(ckpt, weights_only=True)["epoch"] == 1  # epoch 1 was not checkpointed
 
 
 def ldam_drw_lr(epoch: int, lr: float = 0.1) -> float:
@@ -235,3 +267,122 @@ def test_step_warmup_is_linear_per_step():
     factor = lr_factor(cfg, steps)
     assert [factor(s) for s in range(35)] == pytest.approx([(s + 1) / 35 for s in range(35)])
     assert factor(35) == 1.0 and factor(160 * 7 - 1) == 1.0 and factor(160 * 7) == 0.01
+
+
+def leave_marker(path: str) -> None:
+    """What a hostile pickle would run instead of a shell command: it leaves a file."""
+    Path(path).write_text("code ran")
+
+
+class RunsCode:
+    """Unpickles by calling ``leave_marker``: a stand-in for a file that runs code when read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return leave_marker, (str(self.path),)
+
+
+def test_checkpoint_that_would_run_code_is_refused_unrun(tiny, tmp_path):
+    ckpt, marker = tmp_path / "ckpt.pt", tmp_path / "ran"
+    train(recipe(epochs=2), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    ck = torch.load(ckpt, weights_only=True)  # what the engine writes is plain data
+    ck["history"].append(RunsCode(marker))
+    torch.save(ck, ckpt)
+    with pytest.raises(PipelineError, match=f"^{re.escape(str(ckpt))} is not a readable checkp"):
+        train(recipe(epochs=2), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    assert not marker.exists()
+
+
+def test_checkpoint_from_another_device_type_is_not_resumed(tiny, tmp_path, capsys):
+    ckpt = tmp_path / "ckpt.pt"
+    train(recipe(epochs=2), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    ck = torch.load(ckpt, weights_only=True)
+    assert ck["device"] == "cpu"
+    torch.save({**ck, "device": "cuda"}, ckpt)
+    capsys.readouterr()
+    run = train(recipe(epochs=2), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    assert capsys.readouterr().out.splitlines() == [
+        f"not resuming t seed 0 from {ckpt}: it was written on cuda and this run is on cpu, "
+        "whose random-number streams differ; starting from epoch 0"
+    ]
+    fresh = train(recipe(epochs=2), tiny, 0, torch.device("cpu"))
+    assert strip_speed(run.history) == strip_speed(fresh.history)
+
+
+def test_deterministic_sets_the_cublas_workspace_before_any_cuda_work(tiny, monkeypatch):
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", "")
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG")  # unset now, and unset again afterwards
+    train(recipe(epochs=1), tiny, 0, torch.device("cpu"))
+    assert "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    try:
+        train(recipe(epochs=1, deterministic=True), tiny, 0, torch.device("cpu"))
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+
+
+# The CUDA-only paths (bf16 autocast, fused SGD, torch.compile), run on the CPU.
+
+
+def test_bf16_autocast_step_feeds_the_loss_fp32_logits(tiny, monkeypatch):
+    dtypes = []
+
+    def recording(cfg, counts):
+        loss_fn = build_loss(cfg, counts)
+
+        def loss(logits, targets, epoch):
+            dtypes.append(logits.dtype)
+            return loss_fn(logits, targets, epoch)
+
+        return loss
+
+    monkeypatch.setattr(engine, "build_loss", recording)
+    monkeypatch.setattr(engine, "autocast_for", lambda d, c: torch.autocast("cpu", torch.bfloat16))
+    bf16 = train(recipe(epochs=1), tiny, 0, torch.device("cpu"))
+    assert dtypes == [torch.float32] * (len(tiny.y) // 32)
+    assert math.isfinite(bf16.history[0]["train/loss"])
+    monkeypatch.setattr(engine, "autocast_for", lambda d, c: torch.autocast("cpu", enabled=False))
+    fp32 = train(recipe(epochs=1), tiny, 0, torch.device("cpu"))
+    assert bf16.history[0]["train/loss"] != fp32.history[0]["train/loss"]  # bf16 really ran
+    assert bf16.history[0]["train/loss"] == pytest.approx(fp32.history[0]["train/loss"], rel=0.05)
+
+
+def one_step(tiny: SplitData) -> dict:
+    """A one-step run: these tiny runs are chaotic, so rounding differences grow within
+    a few steps, and kernels that should agree are compared after one."""
+    return recipe(epochs=1, batch_size=len(tiny.y), warmup_epochs=0)
+
+
+def assert_same_step(a: engine.TrainResult, b: engine.TrainResult, atol: float) -> None:
+    """The same loss, and weights within ``atol``: a convolution in another memory layout or
+    compiled sums its weight gradient over ~40k positions in another order (~2e-4 apart here),
+    while one step moves every weight tensor by at least 3e-3 (a wrong kernel's error)."""
+    assert a.history[0]["train/loss"] == pytest.approx(b.history[0]["train/loss"], rel=1e-5)
+    for k, v in b.state_dict.items():
+        torch.testing.assert_close(
+            a.state_dict[k], v, rtol=1e-2, atol=atol, msg=lambda m, k=k: f"{k}: {m}"
+        )
+
+
+def test_fused_sgd_equals_foreach(tiny, monkeypatch):
+    foreach = train(one_step(tiny), tiny, 0, torch.device("cpu"))
+    monkeypatch.setattr(engine, "sgd_kernel", lambda device: {"fused": True})
+    fused = train(one_step(tiny), tiny, 0, torch.device("cpu"))
+    assert_same_step(fused, foreach, atol=1e-5)
+
+
+def test_channels_last_equals_contiguous(tiny):
+    last = train({**one_step(tiny), "channels_last": True}, tiny, 0, torch.device("cpu"))
+    plain = train({**one_step(tiny), "channels_last": False}, tiny, 0, torch.device("cpu"))
+    assert last.state_dict["stem.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    assert_same_step(last, plain, atol=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("cc") is None, reason="inductor needs a C compiler")
+def test_compiled_model_trains_like_eager(tiny):
+    eager = train(one_step(tiny), tiny, 0, torch.device("cpu"))
+    compiled = train({**one_step(tiny), "compile": True}, tiny, 0, torch.device("cpu"))
+    assert_same_step(compiled, eager, atol=1e-3)

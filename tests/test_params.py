@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ltcifar.config import CANDIDATE, load, resolve_run, run_names
+from ltcifar.config import CANDIDATE, load, resolve_run, run_config, run_names
 from ltcifar.params import ParamsError
 
 PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
@@ -231,3 +231,11 @@ def test_shipped_study_params_are_valid():
     assert studies
     for path in studies:
         assert load(path)["runs"], path
+
+
+def test_grad_clip_is_in_a_run_config_only_when_on(tmp_path, raw):
+    params = load_modified(tmp_path, raw, lambda d: d["runs"]["step_ce"].update(grad_clip=1.0))
+    assert run_config(params, "step_ce")["grad_clip"] == 1.0
+    assert all("grad_clip" not in run_config(load(PARAMS), n) for n in run_names(load(PARAMS)))
+    msg = error_of(tmp_path, raw, lambda d: d["runs"]["step_ce"].update(grad_clip=-1.0))
+    assert msg.startswith("runs.step_ce.grad_clip = -1.0 must be >= 0")

@@ -14,6 +14,7 @@ from ltcifar.datasets import load_prepared, prepare
 from ltcifar.errors import PipelineError
 from stages import prepare as prepare_stage
 from tests.archives import (
+    _write_tar_gz,
     cifar_arrays,
     fashion_arrays,
     idx_bytes,
@@ -223,3 +224,47 @@ def test_stage_turns_unreadable_archive_into_one_line(quick_repo: Path) -> None:
     write_fashion_idx(quick_repo / "data/raw/fashion_mnist")[0].write_bytes(b"not gzip")
     with pytest.raises(PipelineError, match=r"cannot be read as fashion_mnist \(BadGzipFile"):
         prepare_stage.main()
+
+
+def _rewrite_members(archive: Path, edit) -> None:
+    """Rewrite every pickled member of a CIFAR archive through ``edit(name, bytes)``."""
+    with tarfile.open(archive) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+    top = next(iter(members)).split("/")[0]
+    _write_tar_gz(archive, top, {n.split("/", 1)[1]: edit(n, b) for n, b in members.items()})
+
+
+def leave_marker(path: str) -> None:
+    """What a hostile pickle would run instead of a shell command: it leaves a file."""
+    Path(path).write_text("code ran")
+
+
+class RunsCode:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return leave_marker, (str(self.path),)
+
+
+def test_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path: Path) -> None:
+    archive, marker = write_cifar10(tmp_path), tmp_path / "ran"
+    hostile = pickle.dumps({"data": RunsCode(marker), "labels": []}, protocol=2)
+    _rewrite_members(archive, lambda n, b: hostile if n.endswith("data_batch_1") else b)
+    pattern = f"^{re.escape(str(archive))} member 'data_batch_1' holds a pickle that names "
+    with pytest.raises(PipelineError, match=pattern + r"(tests\.)?test_prepare\.leave_marker"):
+        prepare("cifar10", tmp_path, tmp_path / "x.npz")
+    assert not marker.exists()
+    assert not (tmp_path / "x.npz").exists()
+
+
+def test_cifar_batch_pickled_by_python2_numpy_is_read(tmp_path: Path) -> None:
+    """The official files name numpy.core.multiarray (as numpy 1 wrote them); numpy 2 writes
+    numpy._core.multiarray, so the tiny archives are rewritten to the official spelling."""
+    archive = write_cifar10(tmp_path, 3, 2)
+    new, old = b"cnumpy._core.multiarray\n_reconstruct\n", b"cnumpy.core.multiarray\n_reconstruct\n"
+    _rewrite_members(archive, lambda n, b: b.replace(new, old))
+    with tarfile.open(archive) as tar:
+        assert old in tar.extractfile("cifar-10-batches-py/test_batch").read()
+    got = prepare("cifar10", tmp_path, tmp_path / "x.npz")
+    np.testing.assert_array_equal(got["x_train"], cifar_arrays(10, 3, 2)["x_train"])
