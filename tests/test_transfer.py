@@ -481,6 +481,7 @@ def test_pretrained_backbone_stage_to_transfer_run(tmp_path):
         p["profile"] = "quick"
         quick["budget"].update(epochs=1, batch_size=64, seeds=[0])
         quick["splits"]["step"].update(n_max=200, n_min=20, val_per_class=0)
+        del p["runs"]["step_logit_adjusted"]  # tunes tau on validation images; none here
         quick["splits"]["balanced"].update(n_max=40, val_per_class=0)
 
     params = _load_modified(tmp_path, edit)
