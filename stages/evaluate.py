@@ -19,6 +19,7 @@ from ltcifar.data import channel_stats
 from ltcifar.datasets import load_prepared
 from ltcifar.device import select_device
 from ltcifar.errors import run_stage
+from ltcifar.files import write_text_atomic
 from ltcifar.inference import load_trained, predict
 from ltcifar.lt_index import read_index
 from ltcifar.metrics import (
@@ -112,21 +113,23 @@ def main() -> None:
     out = Path("metrics") / run
     out.mkdir(parents=True, exist_ok=True)
     pcs = [per_class(c) for c in confs]
-    pd.DataFrame(
+    per_class_table = pd.DataFrame(
         {
             "class": classes,
             "train_count": index["counts"],
             **{k: np.mean([p[k] for p in pcs], 0).round(6) for k in ("precision", "recall", "f1")},
         }
-    ).to_csv(out / "per_class.csv", index=False)
+    )
+    write_text_atomic(out / "per_class.csv", per_class_table.to_csv(index=False))
     rows = [
         (classes[a], classes[p])
         for a in range(len(classes))
         for p in range(len(classes))
         for _ in range(int(confs[0][a, p]))
     ]
-    pd.DataFrame(rows, columns=["actual", "predicted"]).to_csv(out / "confusion.csv", index=False)
-    Path("metrics", f"{run}.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    confusion_rows = pd.DataFrame(rows, columns=["actual", "predicted"]).to_csv(index=False)
+    write_text_atomic(out / "confusion.csv", confusion_rows)
+    write_text_atomic(Path("metrics", f"{run}.json"), json.dumps(metrics, indent=2) + "\n")
     print(
         f"{run}: accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}, "
         f"balanced accuracy {metrics['balanced_accuracy']:.4f} over {len(cfg['seeds'])} seed(s)"

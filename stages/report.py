@@ -9,12 +9,12 @@ holds the markers `<!-- report:start -->` and `<!-- report:end -->`, the text be
 replaced with a compact results table; the rest of the README is left byte for byte.
 """
 
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from ltcifar.errors import PipelineError, run_stage
+from ltcifar.files import write_text_atomic
 from ltcifar.report import readme_block, replace_block, write_report
 
 METRICS = Path("metrics")
@@ -35,14 +35,6 @@ def swap_in(new: Path, dest: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a file through a temporary sibling and a rename, keeping its permissions."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    shutil.copymode(path, tmp)
-    os.replace(tmp, path)
-
-
 def update_readme(readme: Path, block: str) -> bool:
     """Put ``block`` between the README's report markers; False when there is no README or it
     has no markers (then it is left alone)."""
@@ -53,7 +45,7 @@ def update_readme(readme: Path, block: str) -> bool:
     if new is None:
         return False
     if new != text:
-        write_atomic(readme, new)
+        write_text_atomic(readme, new)
     return True
 
 
