@@ -20,7 +20,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-pytestmark = pytest.mark.skipif(not FASHION.exists(), reason="needs dataset-fashion-mnist")
+pytestmark = [
+    pytest.mark.skipif(not FASHION.exists(), reason="needs dataset-fashion-mnist"),
+    pytest.mark.slow,
+]
 
 
 ENV = {
