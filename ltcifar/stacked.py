@@ -19,6 +19,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +28,16 @@ from torch import nn
 from ltcifar.augment import crop_flip, to_input
 from ltcifar.data import SplitData
 from ltcifar.device import autocast_for
-from ltcifar.engine import LogFn, TrainResult, _non_finite, _validate, lr_factor
+from ltcifar.engine import (
+    LogFn,
+    TrainResult,
+    _load_checkpoint,
+    _non_finite,
+    _validate,
+    fingerprint,
+    lr_factor,
+    save_atomic,
+)
 from ltcifar.errors import PipelineError
 from ltcifar.inference import choose_posthoc_tau, predict
 from ltcifar.losses import build_loss
@@ -124,25 +134,47 @@ def stack_models(models: list[nn.Module]) -> nn.Module:
         raise PipelineError("stacked seeds support the CIFAR nets only (CifarNet)")
     stacked = copy.deepcopy(models[0])
     _swap_layers(stacked, len(models))
-    states = [m.state_dict() for m in models]
-    # 0-dim tensors (BatchNorm's num_batches_tracked) are shared: every seed counts the same steps
-    stacked.load_state_dict(
-        {
-            k: v if v.dim() == 0 else torch.cat([st[k] for st in states])
-            for k, v in states[0].items()
-        }
-    )
+    stacked.load_state_dict(_cat([m.state_dict() for m in models]))
     return stacked
 
 
-def split_state(stacked: nn.Module, seeds: int) -> list[dict]:
-    """The S ordinary state_dicts of a stacked model (copies, not views of its storage)."""
+def _cat(states: list[dict]) -> dict:
+    """Seed dicts of tensors -> stacked dict. 0-dim tensors (BatchNorm's num_batches_tracked)
+    and non-tensors are shared: every seed counts the same steps."""
+    return {
+        k: torch.cat([st[k] for st in states]) if torch.is_tensor(v) and v.dim() else v
+        for k, v in states[0].items()
+    }
+
+
+def _chunk(state: dict, seeds: int) -> list[dict]:
+    """The inverse of ``_cat``, as copies rather than views of the stacked storage."""
     out: list[dict] = [{} for _ in range(seeds)]
-    for k, v in stacked.state_dict().items():
-        parts = [v] * seeds if v.dim() == 0 else v.chunk(seeds)
-        for state, part in zip(out, parts, strict=True):
-            state[k] = part.clone()
+    for k, v in state.items():
+        parts = v.chunk(seeds) if torch.is_tensor(v) and v.dim() else [v] * seeds
+        for d, part in zip(out, parts, strict=True):
+            d[k] = part.clone() if torch.is_tensor(part) else part
     return out
+
+
+def split_state(stacked: nn.Module, seeds: int) -> list[dict]:
+    """The S ordinary state_dicts of a stacked model."""
+    return _chunk(stacked.state_dict(), seeds)
+
+
+def _split_opt(state: dict, seeds: int) -> list[dict]:
+    """Per-seed SGD state_dicts: the momentum buffers are stacked like their parameters."""
+    per_param = {i: _chunk(st, seeds) for i, st in state["state"].items()}
+    return [
+        {"state": {i: st[s] for i, st in per_param.items()}, "param_groups": state["param_groups"]}
+        for s in range(seeds)
+    ]
+
+
+def _cat_opt(states: list[dict]) -> dict:
+    first = states[0]
+    stacked = {i: _cat([st["state"][i] for st in states]) for i in first["state"]}
+    return {"state": stacked, "param_groups": first["param_groups"]}
 
 
 def refusal(cfg: dict, data: SplitData) -> str | None:
@@ -154,7 +186,9 @@ def refusal(cfg: dict, data: SplitData) -> str | None:
     if cfg["finetune"] != "scratch":
         return f"finetune {cfg['finetune']!r} starts from a backbone; stacking trains from scratch"
     if (cfg["posthoc_tau_grid"] or cfg["checkpoint"] == "best_val") and len(data.y_val) == 0:
-        return "posthoc_tau_grid and checkpoint: best_val need a validation set; engine.train says"
+        return (
+            "posthoc_tau_grid and checkpoint: best_val need a validation set; this split has none"
+        )
     return None
 
 
@@ -175,13 +209,15 @@ def train_stacked(
     data: SplitData,
     seeds: list[int],
     device: torch.device,
+    ckpt_paths: list[Path] | None = None,
     logs: list[LogFn] | None = None,
 ) -> list[TrainResult]:
     """Train one run for every seed of ``seeds`` at once; per seed, what ``engine.train`` gives.
 
     Results match separate runs to float rounding (sums in another order), not bit for bit.
-    ``logs[i]`` receives seed i's rows. There is no mid-run checkpoint: a killed call restarts.
-    A row's ``img_per_s`` counts the images of all seeds, to compare with a single run's.
+    ``ckpt_paths[i]`` and ``logs[i]`` are seed i's: its checkpoint is ``engine.train``'s own
+    format (so either function resumes it), and the call resumes when every seed's checkpoint
+    holds this run at one epoch. A row's ``img_per_s`` counts the images of all seeds.
     """
     why = refusal(cfg, data)
     if why is not None:
@@ -235,9 +271,36 @@ def train_stacked(
 
     histories: list[list[dict[str, float]]] = [[] for _ in seeds]
     best = [{"score": -1.0, "epoch": -1, "state": None} for _ in seeds]
+    run_cfgs = [{**cfg, "seed": seed} for seed in seeds]
+    fps = [fingerprint(c) for c in run_cfgs]
+    start, found = 0, []
+    if ckpt_paths is not None:
+        found = [
+            _load_checkpoint(path, device, fp, rc) if path.exists() else None
+            for path, fp, rc in zip(ckpt_paths, fps, run_cfgs, strict=True)
+        ]
+    if found and all(found) and len({ck["epoch"] for ck in found}) == 1:
+        model.load_state_dict(_cat([ck["model"] for ck in found]))
+        opt.load_state_dict(_cat_opt([ck["opt"] for ck in found]))
+        sched.load_state_dict(found[0]["sched"])
+        for gen, ck in zip(gens, found, strict=True):
+            gen.set_state(ck["gen"].cpu())
+        rngs = [ck["rng"].cpu() for ck in found]
+        start = found[0]["epoch"]
+        histories, best = [ck["history"] for ck in found], [ck["best"] for ck in found]
+        print(f"resuming {cfg['name']} seeds {seeds} from epoch {start} (stacked)")
+    elif any(found):
+        print(
+            f"not resuming {cfg['name']} seeds {seeds}: their checkpoints are at epochs "
+            f"{[ck and ck['epoch'] for ck in found]} (None: none of this run); starting from 0"
+        )
+    if logs is not None:  # replay what a killed run had logged, so the logs stay whole
+        for log, history in zip(logs, histories, strict=True):
+            for epoch, row in enumerate(history):
+                log(epoch, row)
     last_ok = torch.full((S,), math.nan, device=device)
     seed_rows = torch.arange(S, device=device)[:, None]  # seed s's confusion cells start at s*C*C
-    for epoch in range(cfg["epochs"]):
+    for epoch in range(start, cfg["epochs"]):
         model.train()
         t0 = time.perf_counter()
         sampler = SAMPLERS[sampler_for(cfg, epoch)]
@@ -271,7 +334,8 @@ def train_stacked(
             if good[s] < steps:
                 raise PipelineError(_non_finite(cfg, seed, epoch, int(good[s]), steps, lasts[s]))
         img_per_s = S * steps * bs / (time.perf_counter() - t0)
-        for s, state in enumerate(split_state(model, S)):
+        states = split_state(model, S)
+        for s, state in enumerate(states):
             models[s].load_state_dict(state)
             row = {
                 "train/loss": totals[s] / steps,
@@ -285,6 +349,26 @@ def train_stacked(
                 logs[s](epoch, row)
             if cfg["checkpoint"] == "best_val" and row["val/macro_f1"] > best[s]["score"]:
                 best[s] = {"score": row["val/macro_f1"], "epoch": epoch, "state": state}
+        done = epoch + 1
+        if ckpt_paths is not None and (
+            done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"]
+        ):
+            for s, opt_state in enumerate(_split_opt(opt.state_dict(), S)):
+                save_atomic(
+                    {
+                        "fingerprint": fps[s],
+                        "config": run_cfgs[s],
+                        "epoch": done,
+                        "model": states[s],
+                        "opt": opt_state,
+                        "sched": sched.state_dict(),
+                        "gen": gens[s].get_state(),
+                        "rng": rngs[s],
+                        "history": histories[s],
+                        "best": best[s],
+                    },
+                    ckpt_paths[s],
+                )
     results = []
     for s, state in enumerate(split_state(model, S)):
         selected = cfg["epochs"] - 1

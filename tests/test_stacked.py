@@ -93,3 +93,32 @@ def test_stacked_equals_separate_runs(tiny, over):
 def test_unsupported_runs_are_refused(tiny, over, why):
     with pytest.raises(PipelineError, match=why):
         train_stacked(recipe(**over), tiny, [0, 1], CPU)
+
+
+def test_stacked_resume_equals_uninterrupted_and_engine_resumes_its_checkpoint(
+    tiny, tmp_path, capsys
+):
+    cfg = recipe(epochs=3, milestones=[2], batch_size=64, lr=0.01, mixup="mixup")
+    full = train_stacked(cfg, tiny, [0, 1], CPU)
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_one(epoch: int, row: dict) -> None:
+        if epoch == 1:
+            raise Killed
+
+    ckpts = [tmp_path / "seed0.pt", tmp_path / "seed1.pt"]
+    with pytest.raises(Killed):
+        train_stacked(cfg, tiny, [0, 1], CPU, ckpts, [lambda e, r: None, kill_after_one])
+    alone = tmp_path / "alone.pt"
+    alone.write_bytes(ckpts[1].read_bytes())
+    resumed = train_stacked(cfg, tiny, [0, 1], CPU, ckpts)
+    for a, b in zip(full, resumed, strict=True):  # re-stacking the split states is exact
+        assert strip_speed(a.history) == strip_speed(b.history)
+        assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    capsys.readouterr()
+    finished = train(cfg, tiny, 1, CPU, ckpt_path=alone)  # seed 1 alone, from the stacked epoch 1
+    assert f"resuming t seed 1 from epoch 1 ({alone})" in capsys.readouterr().out
+    (init,) = seed_models([1])
+    assert drift(finished.state_dict, full[1].state_dict, init.state_dict()) < DRIFT_TOL
