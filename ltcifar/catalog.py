@@ -50,5 +50,6 @@ OFF: dict[str, object] = {
     "posthoc_tau": 0.0,
     "posthoc_tau_grid": [],
     "grad_clip": 0.0,
+    "stack_seeds": False,
     "finetune": "scratch",
 }

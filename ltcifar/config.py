@@ -70,6 +70,7 @@ RECIPE = {
     "checkpoint_every": Field(int, 10),
     "precision": Field(("bf16", "fp32"), "bf16"),
     "compile": Field(bool, False),
+    "stack_seeds": Field(bool, False),
     "channels_last": Field(bool, True),
     "deterministic": Field(bool, False),
     "grad_clip": Field(float, 0.0),
@@ -326,6 +327,8 @@ def settings_read(cfg: dict) -> list[str]:
         keys += ["posthoc_tau_grid"]
     if cfg["grad_clip"] > 0:
         keys += ["grad_clip"]
+    if cfg["stack_seeds"]:
+        keys += ["stack_seeds"]
     if cfg["finetune"] != "scratch":
         keys += ["finetune", "lr_backbone_factor"]
     return list(dict.fromkeys(keys))

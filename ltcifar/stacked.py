@@ -357,6 +357,7 @@ def train_stacked(
                 save_atomic(
                     {
                         "fingerprint": fps[s],
+                        "device": device.type,
                         "config": run_cfgs[s],
                         "epoch": done,
                         "model": states[s],

@@ -9,10 +9,11 @@ from checkpoints/<run>/seed<k>.pt when re-run with the same config.
 import sys
 from pathlib import Path
 
+from ltcifar import stacked
 from ltcifar.data import load_split
 from ltcifar.device import device_name, select_device
 from ltcifar.engine import save_atomic, train
-from ltcifar.errors import run_stage
+from ltcifar.errors import PipelineError, run_stage
 from ltcifar.logs import dvclive_logger
 from ltcifar.runconfig import read_run_config
 from ltcifar.transfer import load_backbone
@@ -29,10 +30,21 @@ def main() -> None:
         f"{cfg['split']} ({len(data.y)} train, {len(data.y_val)} val), "
         f"{cfg['epochs']} epochs, device {device}"
     )
-    for seed in cfg["seeds"]:
-        ckpt = Path("checkpoints") / run / f"seed{seed}.pt"
-        live, log = dvclive_logger(run, seed)
-        result = train(cfg, data, seed, device, ckpt_path=ckpt, log=log, backbone=backbone)
+    seeds = cfg["seeds"]
+    ckpts = [Path("checkpoints") / run / f"seed{seed}.pt" for seed in seeds]
+    if cfg["stack_seeds"] and len(seeds) > 1:
+        reason = stacked.refusal(cfg, data)
+        if reason:
+            raise PipelineError(f"run {run!r}: stack_seeds cannot be used: {reason}")
+        lives, logs = zip(*(dvclive_logger(run, seed) for seed in seeds), strict=True)
+        results = stacked.train_stacked(cfg, data, seeds, device, ckpts, list(logs))
+    else:
+        lives, results = [], []
+        for seed, ckpt in zip(seeds, ckpts, strict=True):
+            live, log = dvclive_logger(run, seed)
+            lives.append(live)
+            results.append(train(cfg, data, seed, device, ckpt, log=log, backbone=backbone))
+    for seed, ckpt, live, result in zip(seeds, ckpts, lives, results, strict=True):
         live.end()
         save_atomic(
             {
