@@ -97,5 +97,11 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path} not found; run from the repository root")
-    with path.open() as f:
-        return yaml.safe_load(f) or {}
+    try:
+        with path.open() as f:
+            return yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:  # one line: where the parser stopped, not a traceback
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ParamsError(f"{path} is not valid YAML{at}: {problem}") from e
