@@ -42,6 +42,9 @@ SETTINGS = settings(
 )
 TRIED: Counter = Counter()  # kind -> malformed inputs tried
 REJECTED: Counter = Counter()  # kind -> rejected cleanly (ParamsError, one line, key named)
+STAGE: Counter = (
+    Counter()
+)  # `python -m stages.configs` runs: "tried", "clean" (exit 2, configs kept)
 
 RUN_NAME = next(iter(BASE["runs"]))
 PROFILE = BASE["profile"]
@@ -258,6 +261,7 @@ def summary():
     print(f"\nparams fuzzing: {clean}/{total} malformed inputs rejected cleanly")
     for kind in sorted(TRIED):
         print(f"  {kind}: {REJECTED[kind]}/{TRIED[kind]}")
+    print(f"  stages.configs: {STAGE['clean']}/{STAGE['tried']} exit 2, one line, configs/ kept")
 
 
 @SETTINGS
@@ -297,6 +301,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 @given(CASES)
 def test_configs_stage_exits_2_and_keeps_configs(project, case):
     kind, (params, _, _) = case
+    STAGE["tried"] += 1
     before = _snapshot(project / "configs")
     good = (project / "params.yaml").read_text()
     try:
@@ -310,6 +315,7 @@ def test_configs_stage_exits_2_and_keeps_configs(project, case):
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert _snapshot(project / "configs") == before
+    STAGE["clean"] += 1
 
 
 def test_yaml_syntax_error_is_a_params_error(tmp_path):

@@ -12,6 +12,7 @@ every output either clone's ``dvc.lock`` names is in it.
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -98,8 +99,13 @@ def clones(tmp_path_factory) -> tuple[Path, Path, Path]:
         for c in (a, b)
     ]  # fmt: skip
     outs = [p.communicate()[0] for p in procs]
-    for p, out in zip(procs, outs, strict=True):
+    for clone, p, out in zip((a, b), procs, outs, strict=True):
         assert p.returncode == 0, out
+        ran = re.findall(r"Running stage '([^']+)'", out)
+        restored = re.findall(r"[Rr]estored stage '([^']+)'", out)
+        print(
+            f"\nshared cache, clone {clone.name}: ran {ran}, restored from the run cache {restored}"
+        )
     return a, b, cache
 
 
