@@ -57,10 +57,11 @@ def validate(data: Any, schema: dict, prefix: str = "", partial: bool = False) -
     """
     if not isinstance(data, dict):
         raise ParamsError(f"{prefix.rstrip('.') or 'params.yaml'} must be a mapping, got {data!r}")
-    unknown = sorted(set(data) - set(schema))
+    unknown = sorted(set(data) - set(schema), key=str)  # YAML keys may be ints, None, ...
     if unknown:
         raise ParamsError(
-            f"unknown key {prefix}{unknown[0]}; allowed keys here: {', '.join(sorted(schema))}"
+            f"unknown key {prefix}{_printable(unknown[0])}; allowed keys here: "
+            f"{', '.join(sorted(schema))}"
         )
     out = {}
     for name, spec in schema.items():
@@ -77,6 +78,12 @@ def validate(data: Any, schema: dict, prefix: str = "", partial: bool = False) -
             continue
         out[name] = _validate_value(data[name], spec, key, partial)
     return out
+
+
+def _printable(key: Any) -> str:
+    """A key as the message shows it: escaped if it holds a newline or another control."""
+    text = str(key)
+    return text if text.isprintable() else repr(text)[1:-1]
 
 
 def _validate_value(value: Any, spec: Any, key: str, partial: bool = False) -> Any:
@@ -97,5 +104,11 @@ def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path} not found; run from the repository root")
-    with path.open() as f:
-        return yaml.safe_load(f) or {}
+    try:
+        with path.open() as f:
+            return yaml.safe_load(f) or {}
+    except yaml.YAMLError as e:  # one line: where the parser stopped, not a traceback
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or type(e).__name__
+        raise ParamsError(f"{path} is not valid YAML{at}: {problem}") from e
