@@ -17,11 +17,12 @@ The ``configs`` stage validates params.yaml and writes what each later stage rea
 module imports nothing heavy: validating params.yaml needs no torch.
 """
 
+import math
 from pathlib import Path
 
 from ltcifar import catalog
 from ltcifar.methods import check
-from ltcifar.params import REQUIRED, Field, MapOf, ParamsError, read_yaml, validate
+from ltcifar.params import REQUIRED, Field, MapOf, ParamsError, printable, read_yaml, validate
 
 CANDIDATE = "candidate"
 BACKBONE = "backbone"
@@ -133,11 +134,11 @@ def _split_top_level(raw: object) -> tuple[dict, dict]:
     """params.yaml's structure blocks, and the candidate's own keys (any run key)."""
     if not isinstance(raw, dict):
         raise ParamsError(f"params.yaml must be a mapping of keys, got {raw!r}")
-    unknown = sorted(k for k in raw if k not in STRUCTURE and k not in RUN)
+    unknown = sorted((k for k in raw if k not in STRUCTURE and k not in RUN), key=str)
     if unknown:
         raise ParamsError(
-            f"unknown key {unknown[0]}; top-level keys are {', '.join(STRUCTURE)}, or any "
-            f"run key for the candidate: {', '.join(RUN)}"
+            f"unknown key {printable(unknown[0])}; top-level keys are {', '.join(STRUCTURE)}, "
+            f"or any run key for the candidate: {', '.join(RUN)}"
         )
     return (
         {k: v for k, v in raw.items() if k in STRUCTURE},
@@ -146,13 +147,19 @@ def _split_top_level(raw: object) -> tuple[dict, dict]:
 
 
 def _check_values(cfg: dict, where: str) -> None:
-    """Ranges a type cannot express; ``where`` prefixes each key in the message."""
-    for key in POSITIVE:
-        if key in cfg and cfg[key] <= 0:
+    """Ranges a type cannot express; ``where`` prefixes each key in the message. Written as
+    ``not x > 0`` so that NaN fails too."""
+    for key, value in cfg.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ParamsError(f"{where}{key} = {value} must be a finite number")
+    for key in (*POSITIVE, "mixup_alpha", "balanced_mixup_alpha", "cutmix_alpha"):
+        if key in cfg and not cfg[key] > 0:
             raise ParamsError(f"{where}{key} = {cfg[key]} must be > 0")
-    for key in ("mixup_alpha", "balanced_mixup_alpha", "cutmix_alpha", "beta"):
-        if key in cfg and cfg[key] <= 0:
-            raise ParamsError(f"{where}{key} = {cfg[key]} must be > 0")
+    for key in ("momentum", "weight_decay", "grad_clip", "label_smoothing", "focal_gamma"):
+        if key in cfg and not cfg[key] >= 0:
+            raise ParamsError(f"{where}{key} = {cfg[key]} must be >= 0")
+    if "beta" in cfg and not 0 < cfg["beta"] < 1:
+        raise ParamsError(f"{where}beta = {cfg['beta']} must be within (0, 1)")
     for key in ("drw_from", "drs_from"):
         if key in cfg and not 0 <= cfg[key] <= 1:
             raise ParamsError(f"{where}{key} = {cfg[key]} must be within [0, 1] (1 = off)")
@@ -160,8 +167,6 @@ def _check_values(cfg: dict, where: str) -> None:
         raise ParamsError(f"{where}seeds is empty; give at least one seed")
     if "warmup_epochs" in cfg and cfg["warmup_epochs"] < 0:
         raise ParamsError(f"{where}warmup_epochs = {cfg['warmup_epochs']} must be >= 0")
-    if "grad_clip" in cfg and cfg["grad_clip"] < 0:
-        raise ParamsError(f"{where}grad_clip = {cfg['grad_clip']} must be >= 0 (0 = off)")
 
 
 def _check_split(key: str, split: dict, datasets: list[str]) -> None:
@@ -169,8 +174,10 @@ def _check_split(key: str, split: dict, datasets: list[str]) -> None:
         raise ParamsError(f"{key}.dataset = {split['dataset']!r} is not in this profile's datasets")
     if split["shape"] == "step" and split["n_min"] <= 0:
         raise ParamsError(f"{key}.n_min = {split['n_min']} must be > 0 for shape 'step'")
-    if split["shape"] == "exp" and split["imbalance"] < 1:
-        raise ParamsError(f"{key}.imbalance = {split['imbalance']} must be >= 1")
+    if split["shape"] == "exp" and not (1 <= split["imbalance"] < math.inf):
+        raise ParamsError(f"{key}.imbalance = {split['imbalance']} must be >= 1 and finite")
+    if split["shape"] == "step" and split["k"] < 1:
+        raise ParamsError(f"{key}.k = {split['k']} must be >= 1 for shape 'step'")
     for k in ("n_max", "n_min", "val_per_class"):
         if split[k] < 0:
             raise ParamsError(f"{key}.{k} = {split[k]} must be >= 0")

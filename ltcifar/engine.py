@@ -337,5 +337,5 @@ def sgd_kernel(device: torch.device) -> dict[str, bool]:
 
 def save_atomic(obj: object, path: Path) -> None:
     """torch.save through ``atomic_path``: a kill never leaves a torn checkpoint or model."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        torch.save(obj, f)  # a file object: torch.save names the zip's records after a path

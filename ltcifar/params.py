@@ -60,7 +60,7 @@ def validate(data: Any, schema: dict, prefix: str = "", partial: bool = False) -
     unknown = sorted(set(data) - set(schema), key=str)  # YAML keys may be ints, None, ...
     if unknown:
         raise ParamsError(
-            f"unknown key {prefix}{_printable(unknown[0])}; allowed keys here: "
+            f"unknown key {prefix}{printable(unknown[0])}; allowed keys here: "
             f"{', '.join(sorted(schema))}"
         )
     out = {}
@@ -80,7 +80,7 @@ def validate(data: Any, schema: dict, prefix: str = "", partial: bool = False) -
     return out
 
 
-def _printable(key: Any) -> str:
+def printable(key: Any) -> str:
     """A key as the message shows it: escaped if it holds a newline or another control."""
     text = str(key)
     return text if text.isprintable() else repr(text)[1:-1]

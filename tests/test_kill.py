@@ -272,11 +272,6 @@ def test_data_stage_killed_before_a_rename_reruns_to_the_same_outputs(
     _kill_and_rerun(root, ref, stage, hook={"KILL_AT_REPLACE": at, "KILL_MODE": mode})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stages/evaluate.py writes metrics/<run>.json with Path.write_text, not "
-    "ltcifar.files.write_text_atomic: a kill mid-write leaves it torn until the stage reruns",
-)
 def test_evaluate_killed_while_writing_metrics_leaves_old_or_new_file(reference, tmp_path):
     ref, _ = reference
     root = tmp_path / "project"
@@ -287,12 +282,6 @@ def test_evaluate_killed_while_writing_metrics_leaves_old_or_new_file(reference,
     json.loads((root / "metrics/candidate.json").read_text())  # the old file, or the new one
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ltcifar/engine.py save_atomic passes the temporary's path to torch.save, which names "
-    "the zip's records after it (.seed0.pt.<pid>.tmp/data.pkl): two identical trainings give "
-    "different bytes, so DVC hashes differ; fix: torch.save(obj, tmp.open('wb'))",
-)
 def test_saved_model_bytes_do_not_depend_on_the_process(tmp_path):
     from ltcifar.engine import save_atomic
 

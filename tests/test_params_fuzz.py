@@ -11,7 +11,7 @@ exits 2 with one ``error:`` line and leaves an existing ``configs/`` byte-identi
 Default: LTCIFAR_FUZZ_EXAMPLES=300 examples for ``load`` (and a tenth of that, at least 5, for
 the subprocess). The long version:
 ``LTCIFAR_FUZZ_EXAMPLES=5000 pytest -s tests/test_params_fuzz.py``.
-Inputs the validator wrongly accepts or crashes on are the xfail tests at the end.
+Inputs the validator once accepted or crashed on are pinned by the tests at the end.
 """
 
 import copy
@@ -335,8 +335,8 @@ def test_odd_keys_inside_a_block_are_refused_in_one_line(tmp_path):
         assert "\n" not in str(err.value) and "unknown key recipe." in str(err.value)
 
 
-# Malformed values the validator accepts or crashes on (ltcifar/config.py: _check_values,
-# _split_top_level, _check_split): minimal examples.
+# Malformed values the validator once accepted or crashed on (ltcifar/config.py:
+# _check_values, _split_top_level, _check_split): minimal examples, now refused in one line.
 ACCEPTED_OR_CRASHING = [
     (("recipe", "lr"), float("nan"), "lr = nan passes `cfg[key] <= 0`; use `not x > 0`"),
     (("recipe", "lr"), float("inf"), "lr = inf is accepted; require math.isfinite"),
@@ -352,8 +352,7 @@ ACCEPTED_OR_CRASHING = [
 
 
 @pytest.mark.parametrize(("path", "value", "why"), ACCEPTED_OR_CRASHING, ids=lambda x: str(x))
-@pytest.mark.xfail(strict=True, reason="validator bug: see the case's `why`")
-def test_known_validator_gaps(tmp_path, path, value, why):
+def test_once_accepted_or_crashing_inputs_are_refused(tmp_path, path, value, why):
     params = _set(BASE, path, value)
     if path == (1,):  # a second, string unknown key makes sorted() compare
         params = _set(params, (*path[:-1], "zz"), 3)
