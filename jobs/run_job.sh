@@ -18,7 +18,7 @@ else
   git clone -q "$url" "$dir"
 fi
 cd "$dir"
-git checkout -q --detach "origin/$rev" 2>/dev/null || git checkout -q --detach "$rev"
+git checkout -qf --detach "origin/$rev" 2>/dev/null || git checkout -qf --detach "$rev"
 venv=${PYTHON_ENV:-$dir/.venv}
 [ -x "$venv/bin/dvc" ] || make setup
 export PATH="$venv/bin:$PATH"

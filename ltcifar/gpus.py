@@ -73,8 +73,10 @@ def pin_worker(env: dict[str, str] | None = None, slots: Path = SLOTS) -> "torch
     """This worker's device; on the CPU, with ``LTCIFAR_WORKERS=N`` set (as for ``dvc queue
     start -j N``), also torch's threads: cores // N.
 
-    The chosen GPU becomes the only visible one (``CUDA_VISIBLE_DEVICES``), so code that says
-    ``cuda`` or ``cuda:0`` uses it; call before the first CUDA call.
+    With ``CUDA_VISIBLE_DEVICES`` set, the chosen GPU becomes the only visible one, so code
+    that says ``cuda`` or ``cuda:0`` uses it (call before the first CUDA call: the driver reads
+    the variable once). Unset, torch had to count the GPUs, which fixes the variable, so the
+    chosen one becomes torch's current device instead.
     """
     import torch
 
@@ -84,5 +86,8 @@ def pin_worker(env: dict[str, str] | None = None, slots: Path = SLOTS) -> "torch
         if "LTCIFAR_WORKERS" in env:  # else torch's (or OMP_NUM_THREADS's) choice stands
             torch.set_num_threads(cpu_threads(int(env["LTCIFAR_WORKERS"])))
         return torch.device("cpu")
-    os.environ["CUDA_VISIBLE_DEVICES"] = device
-    return torch.device("cuda:0")
+    if "CUDA_VISIBLE_DEVICES" in env:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+        return torch.device("cuda", 0)
+    torch.cuda.set_device(int(device))
+    return torch.device("cuda", int(device))

@@ -73,6 +73,14 @@ def test_pin_worker_exposes_one_gpu(monkeypatch, tmp_path):
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
 
 
+def test_pin_worker_without_cuda_visible_devices_sets_the_current_device(monkeypatch, tmp_path):
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert gpus.pin_worker({"LTCIFAR_WORKER": "6"}, tmp_path) == torch.device("cuda", 2)
+    assert chosen == [2]
+
+
 @pytest.mark.parametrize(("workers", "expected"), [("1", 16), ("4", 4), (None, 3)])
 def test_pin_worker_on_cpu_sets_threads(monkeypatch, tmp_path, workers, expected):
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
