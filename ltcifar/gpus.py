@@ -1,0 +1,93 @@
+"""One device per queue worker: `dvc queue start -j N` runs N experiments at once but assigns
+no GPUs, so every worker would pick ``cuda:0``, and on the CPU each would start one torch thread
+per core (N × cores threads on cores cores).
+
+DVC gives a stage no worker number: its celery workers are named ``dvc-exp-<hash>-<k>@localhost``
+but each experiment runs ``dvc exp exec-run`` in its own temp copy of the repo, with no
+variable naming the worker. So a worker claims a slot: an exclusive ``flock`` on
+``<slots>/slot<k>.lock`` under a folder every worker shares, held until the process exits (the
+kernel releases it even on a kill). The k-th concurrent stage gets the k-th device.
+``LTCIFAR_WORKER=<k>`` skips the claim (a SLURM array task sets it from its task id).
+"""
+
+import fcntl
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch loads only when a device is chosen: slot claims stay instant
+    import torch
+
+SLOTS = Path(os.environ.get("LTCIFAR_SLOTS", Path(tempfile.gettempdir()) / "ltcifar-slots"))
+_held: list[int] = []  # file descriptors of claimed slots: closing one frees its slot
+
+
+def visible_devices(env: dict[str, str] | None = None) -> list[str]:
+    """The GPUs this process may use, by ``CUDA_VISIBLE_DEVICES`` (ids or UUIDs), else all."""
+    env = os.environ if env is None else env
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def claim_slot(slots: Path = SLOTS, limit: int = 256) -> int:
+    """The lowest slot no live process holds; held for this process's lifetime."""
+    slots.mkdir(parents=True, exist_ok=True)
+    for k in range(limit):
+        fd = os.open(slots / f"slot{k}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        _held.append(fd)
+        return k
+    raise RuntimeError(f"all {limit} slots under {slots} are held")
+
+
+def worker_index(env: dict[str, str] | None = None, slots: Path = SLOTS) -> int:
+    """``LTCIFAR_WORKER`` when set, else a claimed slot."""
+    env = os.environ if env is None else env
+    if "LTCIFAR_WORKER" in env:
+        return int(env["LTCIFAR_WORKER"])
+    return claim_slot(slots)
+
+
+def pick_device(devices: list[str], worker: int) -> str:
+    """Round robin: worker k gets device k mod len(devices); no devices: ``cpu``."""
+    return devices[worker % len(devices)] if devices else "cpu"
+
+
+def cpu_threads(workers: int, cores: int | None = None) -> int:
+    """Threads per worker so ``workers`` concurrent workers share the cores without
+    oversubscribing them."""
+    cores = cores or len(os.sched_getaffinity(0))
+    return max(1, cores // max(1, workers))
+
+
+def pin_worker(env: dict[str, str] | None = None, slots: Path = SLOTS) -> "torch.device":
+    """This worker's device; on the CPU, with ``LTCIFAR_WORKERS=N`` set (as for ``dvc queue
+    start -j N``), also torch's threads: cores // N.
+
+    With ``CUDA_VISIBLE_DEVICES`` set, the chosen GPU becomes the only visible one, so code
+    that says ``cuda`` or ``cuda:0`` uses it (call before the first CUDA call: the driver reads
+    the variable once). Unset, torch had to count the GPUs, which fixes the variable, so the
+    chosen one becomes torch's current device instead.
+    """
+    import torch
+
+    env = os.environ if env is None else env
+    device = pick_device(visible_devices(env), worker_index(env, slots))
+    if device == "cpu":
+        if "LTCIFAR_WORKERS" in env:  # else torch's (or OMP_NUM_THREADS's) choice stands
+            torch.set_num_threads(cpu_threads(int(env["LTCIFAR_WORKERS"])))
+        return torch.device("cpu")
+    if "CUDA_VISIBLE_DEVICES" in env:
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
+        return torch.device("cuda", 0)
+    torch.cuda.set_device(int(device))
+    return torch.device("cuda", int(device))

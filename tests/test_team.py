@@ -1,0 +1,162 @@
+"""Team scale, end to end on real Fashion-MNIST in temp repos: a queued sweep, a round trip
+through a git remote and a DVC remote between two clones, and the batch job script.
+
+One `dvc repro` of the project (shrunk to one report run, no transfer run, one epoch on a tiny
+split) and one queued sweep serve every test. These tests assert mechanics (what ran, what
+came back), never how well one epoch learns.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+VENV = Path(sys.executable).parent.parent
+ENV = {
+    **os.environ,
+    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+    "DVC_NO_ANALYTICS": "1",
+}
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not FASHION.exists(), reason="needs dataset-fashion-mnist"),
+]
+
+
+def sh(*cmd: str, cwd: Path) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def ran(out: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` log says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def experiments(repo: Path) -> dict[str, dict]:
+    """`dvc exp show --json` as {experiment name: {"loss": ..., "macro_f1": ...}}."""
+    out = {}
+    for baseline in json.loads(sh("dvc", "exp", "show", "--json", cwd=repo)):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev.get("data") or {}
+                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                metrics = data.get("metrics", {}).get("metrics/candidate.json", {}).get("data", {})
+                out[rev["name"]] = {"loss": params.get("loss"), "macro_f1": metrics.get("macro_f1")}
+    return out
+
+
+@pytest.fixture(scope="module")
+def remotes(tmp_path_factory) -> dict[str, Path]:
+    """Clone A (the shrunk project, reproduced and committed) with a bare git remote and a
+    local-folder DVC remote, as a team would have on a forge and S3."""
+    base = tmp_path_factory.mktemp("team")
+    repo, git_remote, store = base / "a", base / "origin.git", base / "dvcstore"
+    repo.mkdir()
+    for name in ("ltcifar", "stages"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    quick = params["profiles"]["quick"]
+    quick["splits"] = {"step": {**quick["splits"]["step"], "n_max": 100, "n_min": 10}}
+    quick["budget"].update(epochs=1, batch_size=32)
+    params["profiles"]["full"]["splits"] = {"step": params["profiles"]["full"]["splits"]["step"]}
+    params["runs"] = {"ce": {"split": "step"}}
+    params["transfer_runs"] = {}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", "-b", "main", cwd=repo)
+    sh("dvc", "init", "-q", cwd=repo)
+    sh("dvc", "remote", "add", "-d", "store", str(store), cwd=repo)
+    sh("git", "init", "-q", "--bare", "-b", "main", str(git_remote), cwd=base)
+    sh("git", "remote", "add", "origin", str(git_remote), cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "pipeline", cwd=repo)
+    sh("dvc", "repro", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "baseline", cwd=repo)
+    return {"a": repo, "origin": git_remote, "store": store, "base": base}
+
+
+@pytest.fixture(scope="module")
+def sweep(remotes) -> dict[str, dict]:
+    """Two queued experiments, run by one queue worker; their names, losses and scores."""
+    repo = remotes["a"]
+    out = sh("dvc", "exp", "run", "--queue", "-S", "loss=cross_entropy,balanced_softmax", cwd=repo)
+    assert out.count("Queued experiment") == 2, out
+    sh("dvc", "queue", "start", "-j", "1", cwd=repo)
+    deadline = time.monotonic() + 900
+    try:
+        while True:
+            status = sh("dvc", "queue", "status", cwd=repo)
+            if "Queued" not in status and "Running" not in status:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(5)
+    finally:
+        subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=ENV, capture_output=True)
+    assert status.count("Success") == 2, status
+    return experiments(repo)
+
+
+def test_queued_sweep_runs_both_settings(sweep):
+    assert sorted(e["loss"] for e in sweep.values()) == ["balanced_softmax", "cross_entropy"]
+    assert all(0 <= e["macro_f1"] <= 1 for e in sweep.values()), sweep
+
+
+def test_round_trip_through_the_remotes(remotes, sweep):
+    a = remotes["a"]
+    sh("dvc", "push", cwd=a)
+    sh("git", "push", "-q", "origin", "main", cwd=a)
+    sh("dvc", "exp", "push", "origin", cwd=a)  # every experiment of HEAD, with its outputs
+    b = remotes["base"] / "b"
+    sh("git", "clone", "-q", str(remotes["origin"]), str(b), cwd=remotes["base"])
+    sh("dvc", "pull", cwd=b)
+    assert (b / "models/candidate/seed0.pt").read_bytes() == (
+        a / "models/candidate/seed0.pt"
+    ).read_bytes()
+    assert "up to date" in sh("dvc", "status", cwd=b)
+    assert ran(sh("dvc", "repro", cwd=b)) == set()  # nothing reruns on the other clone
+    sh("dvc", "exp", "pull", "origin", cwd=b)
+    assert experiments(b) == sweep  # A's experiments, with their params and metrics
+
+
+def test_job_script_runs_and_pushes_back(remotes, sweep):
+    base = remotes["base"]
+    env = {**ENV, "PYTHON_ENV": str(VENV), "TMPDIR": str(base)}
+    subprocess.run(["git", "push", "-q", "origin", "main"], cwd=remotes["a"], env=ENV, check=True)
+    subprocess.run(["dvc", "push", "-q"], cwd=remotes["a"], env=ENV, check=True)
+    for k, (setting, name) in enumerate([("loss=focal", "job-focal"), ("loss=ldam", "job-ldam")]):
+        job = subprocess.run(
+            [ROOT / "jobs/run_job.sh", str(remotes["origin"]), "main", "-S", setting, "-n", name],
+            env={**env, "LTCIFAR_JOB_DIR": str(base / f"job{k}")},
+            capture_output=True,
+            text=True,
+        )
+        assert job.returncode == 0, job.stdout + job.stderr
+        # the job reran the candidate only: the baseline came from the DVC remote
+        assert ran(job.stdout) == {"configs", "train", "evaluate", "report"}, job.stdout
+    c = base / "c"
+    sh("git", "clone", "-q", str(remotes["origin"]), str(c), cwd=base)
+    sh("dvc", "exp", "pull", "origin", cwd=c)
+    exps = experiments(c)
+    assert {n: exps[n]["loss"] for n in ("job-focal", "job-ldam")} == {
+        "job-focal": "focal",
+        "job-ldam": "ldam",
+    }
+    assert all(0 <= exps[n]["macro_f1"] <= 1 for n in ("job-focal", "job-ldam"))
+    assert set(sweep) <= set(exps)
