@@ -29,9 +29,12 @@ repro: $(SETUP)
 full: $(SETUP)
 	.venv/bin/dvc exp run -S profile=full
 
+test-fast: $(SETUP)
+	$(PY) -m pytest -q -m "not slow"
+
 test: $(SETUP)
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	$(PY) -m pytest -q
 
-.PHONY: setup repro full test
+.PHONY: setup repro full test test-fast

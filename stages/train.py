@@ -11,9 +11,10 @@ from pathlib import Path
 
 from ltcifar import stacked
 from ltcifar.data import load_split
-from ltcifar.device import device_name, select_device
+from ltcifar.device import device_name
 from ltcifar.engine import save_atomic, train
 from ltcifar.errors import PipelineError, run_stage
+from ltcifar.gpus import pin_worker
 from ltcifar.logs import dvclive_logger
 from ltcifar.runconfig import read_run_config
 from ltcifar.transfer import load_backbone
@@ -22,7 +23,7 @@ from ltcifar.transfer import load_backbone
 def main() -> None:
     run = sys.argv[1] if len(sys.argv) > 1 else "candidate"
     cfg = read_run_config(run)
-    device = select_device()
+    device = pin_worker()  # one GPU per queued worker; CPU threads shared among workers
     data = load_split(cfg["split"], device)
     backbone = load_backbone() if cfg["finetune"] != "scratch" else None
     print(
