@@ -7,7 +7,8 @@
 #   --compile.
 #   Every command gets `timeout` capped by what is left of BUDGET seconds (default 285);
 #   a step that fails or times out is reported in the summary, and the rest still run.
-# Usage (repo root): bash benchmarks/gpu_check.sh        logs go to $OUT (or /tmp/gpu_check)
+# Usage (repo root): bash benchmarks/gpu_check.sh   one combined log: $OUT/gpu_check.log
+#   ($OUT or /tmp/gpu_check): a remote run returns one file, stdout and stderr of every step
 # A dry run on a CPU: DEVICE=cpu IMAGES=1024 REF_IMAGES=512 EPOCHS=1 bash benchmarks/gpu_check.sh
 # Fashion-MNIST is read from benchmarks/data/fashion-mnist, else /usr/share/datasets/fashion-mnist;
 # to bring it along: mkdir -p benchmarks/data/fashion-mnist
@@ -19,9 +20,14 @@ PY=${PY:-python3}
 BUDGET=${BUDGET:-285}
 LOG=${OUT:-/tmp/gpu_check}
 mkdir -p "$LOG"
+COMBINED=$LOG/gpu_check.log
+STEP_OUT=$(mktemp)
+trap 'rm -f "$STEP_OUT"' EXIT
+exec > >(tee -a "$COMBINED") 2>&1
 export PYTHONUNBUFFERED=1 TQDM_DISABLE=1
 DEVICE=${DEVICE:-cuda} IMAGES=${IMAGES:-50000} REF_IMAGES=${REF_IMAGES:-10000} EPOCHS=${EPOCHS:-10}
 SUMMARY=()
+B128_RATE=
 
 # step NAME CAP_SECONDS COMMAND...: run with a timeout, keep its output, note its last tagged line
 step() {
@@ -35,10 +41,14 @@ step() {
         return 0
     fi
     echo "## $name (timeout ${cap}s): $*"
-    timeout -k 5 "$cap" "$@" 2>"$LOG/$name.err" | tee "$LOG/$name.log" || rc=$?
-    ((rc == 0)) || { echo "## $name failed rc=$rc; stderr tail:"; tail -n 15 "$LOG/$name.err"; }
+    timeout -k 5 "$cap" "$@" >"$STEP_OUT" 2>&1 || rc=$?
+    cat "$STEP_OUT"
+    ((rc == 0)) || echo "## $name failed rc=$rc"
     local tag
-    tag=$(grep -E '^(RESULT|ESTIMATE|FASHION) ' "$LOG/$name.log" | tail -n 1 || true)
+    tag=$(grep -E '^(RESULT|ESTIMATE|FASHION) ' "$STEP_OUT" | tail -n 1 || true)
+    if [[ $name == b128 ]]; then
+        B128_RATE=$(grep -oE 'engine_img_s=[0-9]+' "$STEP_OUT" | cut -d= -f2 || true)
+    fi
     SUMMARY+=("$name|${tag:-no result, rc=$rc}|$((SECONDS - t0))s")
 }
 
@@ -49,7 +59,7 @@ $PY -c 'import torch, torchvision; print("## torch", torch.__version__, "torchvi
 TS=(benchmarks/train_speed.py --device "$DEVICE" --images "$IMAGES")
 step b128 75 $PY "${TS[@]}" --batch 128 --reference-images "$REF_IMAGES"
 step b512 45 $PY "${TS[@]}" --batch 512 --skip-reference
-rate=$(grep -oE 'engine_img_s=[0-9]+' "$LOG/b128.log" 2>/dev/null | cut -d= -f2 || true)
+rate=${B128_RATE:-}
 if [[ -n $rate ]]; then
     step estimate 25 $PY benchmarks/train_speed.py --estimate --img-s "$rate" --batch 128 \
         --profile full
@@ -67,7 +77,7 @@ step b128_compile 100 $PY "${TS[@]}" --batch 128 --skip-reference --compile
 step b512_compile 100 $PY "${TS[@]}" --batch 512 --skip-reference --compile
 
 echo
-echo "## summary ($SECONDS s in all; logs in $LOG)"
+echo "## summary ($SECONDS s in all; the whole log: $COMBINED)"
 printf '%-13s %-7s %s\n' step time result
 for row in "${SUMMARY[@]}"; do
     IFS='|' read -r name tag took <<<"$row"

@@ -1,9 +1,12 @@
 """Which device a stage runs on, how it is named in the metrics, and its autocast policy."""
 
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
+
+from ltcifar.errors import PipelineError
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -28,3 +31,23 @@ def autocast_for(device: torch.device, cfg: dict):
     if device.type == "cuda" and cfg["precision"] == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return nullcontext()
+
+
+@contextmanager
+def out_of_memory_hint(what: str) -> Iterator[None]:
+    """Turn running out of device memory into one line saying which setting to lower.
+
+    A smaller ``eval_batch_size`` resumes from the last checkpoint (it is not part of the
+    fingerprint: it does not change what is learnt); a smaller ``batch_size`` is another run.
+    """
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as e:
+        if not isinstance(e, torch.OutOfMemoryError) and "can't allocate memory" not in str(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PipelineError(
+            f"{what} ran out of memory ({first}); lower eval_batch_size (validation and "
+            "testing; the run resumes from its last checkpoint) or batch_size (training; a new "
+            "run), e.g. dvc exp run -S +eval_batch_size=256"
+        ) from e

@@ -69,8 +69,12 @@ def _canonical(value: object) -> str:
 
 
 def _shaping(cfg: dict) -> dict:
-    """The config keys that shape the result (not the run's name or checkpoint interval)."""
-    return {k: v for k, v in cfg.items() if k not in ("checkpoint_every", "name")}
+    """The config keys that shape the result (not the run's name, its checkpoint interval, or
+    the evaluation batch size, which changes no prediction: lowering it after running out of
+    memory resumes the run)."""
+    return {
+        k: v for k, v in cfg.items() if k not in ("checkpoint_every", "name", "eval_batch_size")
+    }
 
 
 def fingerprint(cfg: dict) -> str:

@@ -17,7 +17,7 @@ import torch
 
 from ltcifar.data import channel_stats
 from ltcifar.datasets import load_prepared
-from ltcifar.device import select_device
+from ltcifar.device import out_of_memory_hint, select_device
 from ltcifar.errors import run_stage
 from ltcifar.files import write_text_atomic
 from ltcifar.inference import load_trained, predict
@@ -76,9 +76,10 @@ def main() -> None:
     )
     per_seed, confs, devices = {}, [], set()
     for seed in cfg["seeds"]:
-        conf, extra, info = score_seed(
-            Path("models") / run / f"seed{seed}.pt", x, y, data, index["counts"]
-        )
+        with out_of_memory_hint(f"evaluating run {run!r}"):
+            conf, extra, info = score_seed(
+                Path("models") / run / f"seed{seed}.pt", x, y, data, index["counts"]
+            )
         confs.append(conf)
         devices.add(info["device"])
         per_seed[f"seed{seed}"] = {

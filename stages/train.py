@@ -9,15 +9,43 @@ from checkpoints/<run>/seed<k>.pt when re-run with the same config.
 import sys
 from pathlib import Path
 
+import torch
+
 from ltcifar import stacked
-from ltcifar.data import load_split
-from ltcifar.device import device_name
-from ltcifar.engine import save_atomic, train
+from ltcifar.data import SplitData, load_split
+from ltcifar.device import device_name, out_of_memory_hint
+from ltcifar.engine import TrainResult, save_atomic, train
 from ltcifar.errors import PipelineError, run_stage
 from ltcifar.gpus import pin_worker
 from ltcifar.logs import dvclive_logger
 from ltcifar.runconfig import read_run_config
 from ltcifar.transfer import load_backbone
+
+
+def train_seeds(
+    run: str,
+    cfg: dict,
+    data: SplitData,
+    device: torch.device,
+    backbone: dict | None,
+    ckpts: list[Path],
+) -> tuple[list, list[TrainResult]]:
+    """Every seed's DVCLive logger and training result: stacked into one model when the run
+    asks for it (``stack_seeds``), one after the other otherwise."""
+    seeds = cfg["seeds"]
+    if cfg["stack_seeds"] and len(seeds) > 1:
+        reason = stacked.refusal(cfg, data)
+        if reason:
+            raise PipelineError(f"run {run!r}: stack_seeds cannot be used: {reason}")
+        lives, logs = zip(*(dvclive_logger(run, seed) for seed in seeds), strict=True)
+        results = stacked.train_stacked(cfg, data, seeds, device, ckpts, list(logs))
+    else:
+        lives, results = [], []
+        for seed, ckpt in zip(seeds, ckpts, strict=True):
+            live, log = dvclive_logger(run, seed)
+            lives.append(live)
+            results.append(train(cfg, data, seed, device, ckpt, log=log, backbone=backbone))
+    return list(lives), results
 
 
 def main() -> None:
@@ -33,18 +61,8 @@ def main() -> None:
     )
     seeds = cfg["seeds"]
     ckpts = [Path("checkpoints") / run / f"seed{seed}.pt" for seed in seeds]
-    if cfg["stack_seeds"] and len(seeds) > 1:
-        reason = stacked.refusal(cfg, data)
-        if reason:
-            raise PipelineError(f"run {run!r}: stack_seeds cannot be used: {reason}")
-        lives, logs = zip(*(dvclive_logger(run, seed) for seed in seeds), strict=True)
-        results = stacked.train_stacked(cfg, data, seeds, device, ckpts, list(logs))
-    else:
-        lives, results = [], []
-        for seed, ckpt in zip(seeds, ckpts, strict=True):
-            live, log = dvclive_logger(run, seed)
-            lives.append(live)
-            results.append(train(cfg, data, seed, device, ckpt, log=log, backbone=backbone))
+    with out_of_memory_hint(f"run {run!r}"):
+        lives, results = train_seeds(run, cfg, data, device, backbone, ckpts)
     for seed, ckpt, live, result in zip(seeds, ckpts, lives, results, strict=True):
         live.end()
         save_atomic(
