@@ -20,6 +20,7 @@ from ltcifar.inference import predict
 from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
 from ltcifar.models import build_model
+from tests.archives import RunsCode
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
@@ -267,21 +268,6 @@ def test_step_warmup_is_linear_per_step():
     factor = lr_factor(cfg, steps)
     assert [factor(s) for s in range(35)] == pytest.approx([(s + 1) / 35 for s in range(35)])
     assert factor(35) == 1.0 and factor(160 * 7 - 1) == 1.0 and factor(160 * 7) == 0.01
-
-
-def leave_marker(path: str) -> None:
-    """What a hostile pickle would run instead of a shell command: it leaves a file."""
-    Path(path).write_text("code ran")
-
-
-class RunsCode:
-    """Unpickles by calling ``leave_marker``: a stand-in for a file that runs code when read."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return leave_marker, (str(self.path),)
 
 
 def test_checkpoint_that_would_run_code_is_refused_unrun(tiny, tmp_path):

@@ -14,7 +14,8 @@ from ltcifar.errors import PipelineError
 from ltcifar.inference import load_trained
 from ltcifar.models import build_model, model_options
 from ltcifar.transfer import init_from_backbone
-from tests.test_engine import RunsCode, recipe
+from tests.archives import RunsCode
+from tests.test_engine import recipe
 
 CPU = torch.device("cpu")
 

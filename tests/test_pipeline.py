@@ -7,45 +7,20 @@ mechanics (files, counts, what reran), never how well one epoch learns.
 """
 
 import json
-import os
-import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+from tests.dvcrepo import ENV, FASHION, ROOT, copy_project, ran, sh
+
 pytestmark = [
     pytest.mark.skipif(not FASHION.exists(), reason="needs dataset-fashion-mnist"),
     pytest.mark.slow,
 ]
-
-
-ENV = {
-    **os.environ,
-    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@t",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@t",
-    "DVC_NO_ANALYTICS": "1",
-}
-
-
-def sh(*cmd: str, cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
-def ran(out: str) -> set[str]:
-    """The stages a `dvc repro` / `dvc exp run` log says it ran."""
-    return set(re.findall(r"Running stage '([^']+)'", out))
 
 
 def dvc_fails(*args: str, cwd: Path) -> str:
@@ -58,10 +33,7 @@ def dvc_fails(*args: str, cwd: Path) -> str:
 def repo(tmp_path_factory) -> Path:
     """The real pipeline, shrunk: two report runs (one focal), one transfer run, one epoch."""
     repo = tmp_path_factory.mktemp("repo")
-    for name in ("ltcifar", "stages"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
+    copy_project(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["profile"] == "quick"  # the committed default runs offline
     quick = params["profiles"]["quick"]

@@ -14,6 +14,7 @@ from ltcifar.datasets import load_prepared, prepare
 from ltcifar.errors import PipelineError
 from stages import prepare as prepare_stage
 from tests.archives import (
+    RunsCode,
     _write_tar_gz,
     cifar_arrays,
     fashion_arrays,
@@ -234,25 +235,12 @@ def _rewrite_members(archive: Path, edit) -> None:
     _write_tar_gz(archive, top, {n.split("/", 1)[1]: edit(n, b) for n, b in members.items()})
 
 
-def leave_marker(path: str) -> None:
-    """What a hostile pickle would run instead of a shell command: it leaves a file."""
-    Path(path).write_text("code ran")
-
-
-class RunsCode:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def __reduce__(self):
-        return leave_marker, (str(self.path),)
-
-
 def test_cifar_batch_that_would_run_code_is_refused_unrun(tmp_path: Path) -> None:
     archive, marker = write_cifar10(tmp_path), tmp_path / "ran"
     hostile = pickle.dumps({"data": RunsCode(marker), "labels": []}, protocol=2)
     _rewrite_members(archive, lambda n, b: hostile if n.endswith("data_batch_1") else b)
     pattern = f"^{re.escape(str(archive))} member 'data_batch_1' holds a pickle that names "
-    with pytest.raises(PipelineError, match=pattern + r"(tests\.)?test_prepare\.leave_marker"):
+    with pytest.raises(PipelineError, match=pattern + r"(tests\.)?archives\.leave_marker"):
         prepare("cifar10", tmp_path, tmp_path / "x.npz")
     assert not marker.exists()
     assert not (tmp_path / "x.npz").exists()

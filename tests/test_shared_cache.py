@@ -11,11 +11,8 @@ every output either clone's ``dvc.lock`` names is in it.
 
 import hashlib
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,31 +20,19 @@ import torch
 import yaml
 
 from tests.archives import md5_of, write_fashion_idx
+from tests.dvcrepo import ENV as DVC_ENV
+from tests.dvcrepo import ROOT, copy_project
+from tests.dvcrepo import sh as dvc_sh
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {
-    **os.environ,
-    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    "OMP_NUM_THREADS": "1",
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@t",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@t",
-    "DVC_NO_ANALYTICS": "1",
-}
+ENV = {**DVC_ENV, "OMP_NUM_THREADS": "1"}  # two clones at once on the cores: no oversubscription
 
 
 def sh(*cmd: str, cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
+    return dvc_sh(*cmd, cwd=cwd, env=ENV)
 
 
 def _project(root: Path, raw: Path) -> None:
-    for name in ("ltcifar", "stages"):
-        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, root / name)
+    copy_project(root, ("dvc.yaml", ".gitignore"))
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     quick = params["profiles"]["quick"]
     quick["splits"] = {

@@ -7,9 +7,6 @@ came back), never how well one epoch learns.
 """
 
 import json
-import os
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -18,33 +15,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-FASHION = Path("/usr/share/datasets/fashion-mnist")
+from tests.dvcrepo import ENV, FASHION, ROOT, copy_project, ran, sh
+
 VENV = Path(sys.executable).parent.parent
-ENV = {
-    **os.environ,
-    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-    "GIT_AUTHOR_NAME": "t",
-    "GIT_AUTHOR_EMAIL": "t@t",
-    "GIT_COMMITTER_NAME": "t",
-    "GIT_COMMITTER_EMAIL": "t@t",
-    "DVC_NO_ANALYTICS": "1",
-}
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not FASHION.exists(), reason="needs dataset-fashion-mnist"),
 ]
-
-
-def sh(*cmd: str, cwd: Path) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc.stdout
-
-
-def ran(out: str) -> set[str]:
-    """The stages a `dvc repro` / `dvc exp run` log says it ran."""
-    return set(re.findall(r"Running stage '([^']+)'", out))
 
 
 def experiments(repo: Path) -> dict[str, dict]:
@@ -66,11 +43,7 @@ def remotes(tmp_path_factory) -> dict[str, Path]:
     local-folder DVC remote, as a team would have on a forge and S3."""
     base = tmp_path_factory.mktemp("team")
     repo, git_remote, store = base / "a", base / "origin.git", base / "dvcstore"
-    repo.mkdir()
-    for name in ("ltcifar", "stages"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("dvc.yaml", "params.yaml", ".gitignore"):
-        shutil.copy(ROOT / name, repo / name)
+    copy_project(repo)
     params = yaml.safe_load((repo / "params.yaml").read_text())
     quick = params["profiles"]["quick"]
     quick["splits"] = {"step": {**quick["splits"]["step"], "n_max": 100, "n_min": 10}}

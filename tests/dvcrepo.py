@@ -1,0 +1,42 @@
+"""Helpers of the tests that run DVC in a temporary copy of the project: its environment,
+running a command, reading which stages a log says ran, and copying the project in."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+ENV = {
+    **os.environ,
+    "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+    "GIT_AUTHOR_NAME": "t",
+    "GIT_AUTHOR_EMAIL": "t@t",
+    "GIT_COMMITTER_NAME": "t",
+    "GIT_COMMITTER_EMAIL": "t@t",
+    "DVC_NO_ANALYTICS": "1",
+}
+
+
+def sh(*cmd: str, cwd: Path, env: dict | None = None) -> str:
+    """Run a command; fail the test with its output unless it succeeds."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env or ENV, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc.stdout
+
+
+def ran(out: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` log says it ran."""
+    return set(re.findall(r"Running stage '([^']+)'", out))
+
+
+def copy_project(dest: Path, files: tuple[str, ...] = ("dvc.yaml", "params.yaml", ".gitignore")):
+    """The library, the stages and the given top-level files, as a fresh project would hold."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("ltcifar", "stages"):
+        shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in files:
+        shutil.copy(ROOT / name, dest / name)
