@@ -158,7 +158,9 @@ def test_learns_fashion_mnist_subset():
     y_test = torch.from_numpy(arrays["y_test"][:2000].copy())
     logits = predict(model, x_test, data.mean, data.std, recipe())
     scores = summarize(confusion(y_test, logits.argmax(1), 10).numpy())
-    assert scores["accuracy"] > 0.6, scores  # chance is 0.1
+    # chance is 0.1; observed on an AMD EPYC with 1 and 2 threads: test 0.70, validation
+    # 0.67-0.68, so 0.6 leaves a margin of 0.07 or more on any CPU's rounding
+    assert scores["accuracy"] > 0.6, scores
     assert result.history[-1]["val/accuracy"] > 0.6
 
 
