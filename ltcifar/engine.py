@@ -195,14 +195,7 @@ def train(
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     fwd = torch.compile(model) if cfg["compile"] else model
-    opt = torch.optim.SGD(
-        param_groups(model, cfg),
-        lr=cfg["lr"],
-        momentum=cfg["momentum"],
-        nesterov=cfg["nesterov"],
-        weight_decay=cfg["weight_decay"],
-        **sgd_kernel(device),
-    )
+    opt = make_optimizer(model, cfg, device)
     factor = lr_factor(cfg, steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     loss_fn = build_loss(cfg, data.counts)
@@ -332,6 +325,19 @@ def train(
         raw = predict(model, data.x_val, data.mean, data.std, {**cfg, "posthoc_tau": 0.0})
         tau = choose_posthoc_tau(raw, data.y_val, data.counts, cfg["posthoc_tau_grid"])
     return TrainResult(state, history, selected, tau)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device) -> torch.optim.SGD:
+    """The run's SGD over its trainable parameters (backbone and head groups, see
+    ``transfer.param_groups``), shared by separate and stacked training."""
+    return torch.optim.SGD(
+        param_groups(model, cfg),
+        lr=cfg["lr"],
+        momentum=cfg["momentum"],
+        nesterov=cfg["nesterov"],
+        weight_decay=cfg["weight_decay"],
+        **sgd_kernel(device),
+    )
 
 
 def sgd_kernel(device: torch.device) -> dict[str, bool]:

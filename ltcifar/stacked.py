@@ -36,6 +36,7 @@ from ltcifar.engine import (
     _validate,
     fingerprint,
     lr_factor,
+    make_optimizer,
     save_atomic,
 )
 from ltcifar.errors import PipelineError
@@ -45,7 +46,6 @@ from ltcifar.metrics import summarize
 from ltcifar.mixup import MIXUPS
 from ltcifar.models import CifarNet, CosineHead, LinearHead, PadShortcut, build_model, model_options
 from ltcifar.samplers import SAMPLERS, class_weighted_draw, sampler_for
-from ltcifar.transfer import param_groups
 
 
 class StackedPad(nn.Module):
@@ -240,14 +240,7 @@ def train_stacked(
         model = model.to(memory_format=torch.channels_last)
         models = [m.to(memory_format=torch.channels_last) for m in models]
     fwd = torch.compile(model) if cfg["compile"] else model
-    opt = torch.optim.SGD(
-        param_groups(model, cfg),
-        lr=cfg["lr"],
-        momentum=cfg["momentum"],
-        nesterov=cfg["nesterov"],
-        weight_decay=cfg["weight_decay"],
-        **({"fused": True} if device.type == "cuda" else {"foreach": True}),
-    )
+    opt = make_optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps))
     loss_fn = build_loss(cfg, data.counts)
     mix = MIXUPS[cfg["mixup"]](cfg)
