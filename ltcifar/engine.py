@@ -1,7 +1,10 @@
 """The training engine every training stage uses: one run, one seed, data resident on the device.
 
-The hot loop slices a per-epoch index tensor, augments with one gather, and accumulates loss and
-the confusion matrix on the device; the host reads them once per epoch. That read also reveals a
+The hot loop launches only what a step needs: it slices a per-epoch index tensor, augments with
+one gather, mixes with what the mixup drew for the whole epoch (``mixup.Epoch``), and keeps the
+loss and each step's predictions on the device. The training confusion matrix is built once per
+epoch from those predictions against each image's own label (under mixup, the unmixed one), and
+the host reads loss and matrix once per epoch. That read also reveals a
 non-finite loss: the steps before the first one are counted on the device, so the error names
 the exact step, found at the end of its epoch rather than at a per-step sync. Checkpoints hold
 everything an exact resume needs (model, optimiser, schedule, RNG streams, history): on the CPU
@@ -27,13 +30,13 @@ from tqdm import tqdm
 
 from ltcifar.augment import crop_flip, to_input
 from ltcifar.data import SplitData
-from ltcifar.device import autocast_for
+from ltcifar.device import autocast_for, compiled
 from ltcifar.errors import PipelineError
 from ltcifar.files import atomic_path
 from ltcifar.inference import choose_posthoc_tau, predict
 from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
-from ltcifar.mixup import MIXUPS
+from ltcifar.mixup import MIXUPS, Epoch
 from ltcifar.models import build_model, model_options
 from ltcifar.samplers import SAMPLERS, class_weighted_draw, sampler_for
 from ltcifar.transfer import apply_mode, init_from_backbone, param_groups, train_mode
@@ -194,12 +197,15 @@ def train(
     model = model.to(device)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if cfg["compile"] else model
+    fwd = compiled(model, device, cfg)
     opt = make_optimizer(model, cfg, device)
     factor = lr_factor(cfg, steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     loss_fn = build_loss(cfg, data.counts)
     mix = MIXUPS[cfg["mixup"]](cfg)
+
+    # targets by indexing: F.one_hot checks its labels' range on the host, two syncs a step
+    one_hot = torch.eye(C, device=device)
 
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Augmented, normalised images and one-hot targets of the given indices."""
@@ -207,10 +213,10 @@ def train(
         if cfg["augment"]:
             xb = crop_flip(xb, gen, 4, cfg["pad_mode"])
         x = to_input(xb, data.mean, data.std, cfg["channels_last"])
-        return x, F.one_hot(data.y[idx], C).float()
+        return x, one_hot[data.y[idx]]
 
-    def balanced_batch(n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch(class_weighted_draw(data.y, data.counts, torch.ones_like(data.counts), n, gen))
+    def balanced_indices(n: int) -> torch.Tensor:
+        return class_weighted_draw(data.y, data.counts, torch.ones_like(data.counts), n, gen)
 
     history: list[dict[str, float]] = []
     best = {"score": -1.0, "epoch": -1, "state": None}
@@ -243,13 +249,14 @@ def train(
         train_mode(model, cfg["finetune"])
         t0 = time.perf_counter()
         order = SAMPLERS[sampler_for(cfg, epoch)](data.y, data.counts, epoch, cfg["epochs"], gen)
+        step_mix = mix(Epoch(steps, bs, gen, balanced_indices, batch))
         loss_sum = torch.zeros((), device=device)
         ok = torch.ones((), dtype=torch.bool, device=device)  # every loss so far finite
         n_ok = torch.zeros((), device=device)  # steps before the first non-finite loss
-        conf = torch.zeros(C, C, dtype=torch.long, device=device)
+        preds = torch.empty(steps * bs, dtype=torch.long, device=device)
         for s in range(steps):
             idx = order[s * bs : (s + 1) * bs]
-            xb, targets = mix(*batch(idx), gen, balanced_batch)
+            xb, targets = step_mix(s, *batch(idx))
             with autocast_for(device, cfg):
                 logits = fwd(xb)
             loss = loss_fn(logits, targets, epoch)
@@ -263,8 +270,9 @@ def train(
             ok &= torch.isfinite(loss.detach())
             n_ok += ok
             last_ok = torch.where(ok, loss.detach().float(), last_ok)
-            conf += confusion(data.y[idx], logits.detach().argmax(1), C)
+            preds[s * bs : (s + 1) * bs] = logits.detach().argmax(1)
             bar.update(bs)
+        conf = confusion(data.y[order[: steps * bs]], preds, C)  # each image's own label
         # the epoch's one host-device sync
         total, good_steps, last = torch.stack([loss_sum.float(), n_ok, last_ok]).tolist()
         if good_steps < steps:

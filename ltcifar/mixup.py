@@ -1,12 +1,15 @@
-"""Input mixing, registered under params names: each returns mixed images and soft targets.
+"""Input mixing, registered under params names: each mixes a batch into images and soft targets.
 
-A mix function gets the normalised batch, its one-hot targets, the device generator, and
-``balanced_batch(n)``, which draws a fresh class-balanced, augmented batch from the same split.
-Mixing coefficients come from torch's CPU generator (seeded per run, saved in checkpoints), so
-no host-device sync is needed. Mixed targets are convex combinations, so they sum to 1.
+Everything random is drawn once per epoch, so the hot loop launches nothing to draw it: a
+registered mixup gets the epoch's ``Epoch`` (its step count, batch size, the run's device
+generator, a class-balanced index draw and the augmenting ``batch``) and returns the per-step
+function ``(step, x, targets) -> (x, targets)``. Mixing coefficients come from torch's CPU
+generator (seeded per run and saved in checkpoints) as plain floats, so no host-device sync is
+needed. Mixed targets are convex combinations, so they sum to 1.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -14,12 +17,30 @@ from ltcifar import catalog
 from ltcifar.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-MixFn = Callable[[torch.Tensor, torch.Tensor, torch.Generator, Callable[[int], Batch]], Batch]
+StepMix = Callable[[int, torch.Tensor, torch.Tensor], Batch]
 MIXUPS = Registry("mixup", catalog.MIXUPS)
 
 
-def beta(a: float, b: float) -> float:
-    return float(torch.distributions.Beta(a, b).sample())
+@dataclass(frozen=True)
+class Epoch:
+    """What a mixup draws from at the start of an epoch."""
+
+    steps: int
+    batch_size: int
+    gen: torch.Generator  # the run's device generator
+    balanced_indices: Callable[[int], torch.Tensor]  # n indices, every class equally likely
+    batch: Callable[[torch.Tensor], Batch]  # augmented, normalised images and one-hot targets
+
+
+def betas(a: float, b: float, n: int) -> list[float]:
+    """n draws of Beta(a, b) from the CPU generator, as floats (no device sync when used)."""
+    return torch.distributions.Beta(torch.full((n,), a), torch.full((n,), b)).sample().tolist()
+
+
+def permutations(epoch: Epoch) -> torch.Tensor:
+    """One random permutation of the batch per step, (steps, batch_size), in one draw."""
+    shape = (epoch.steps, epoch.batch_size)
+    return torch.rand(shape, device=epoch.gen.device, generator=epoch.gen).argsort(1)
 
 
 def _mix(x: torch.Tensor, t: torch.Tensor, x2: torch.Tensor, t2: torch.Tensor, lam: float) -> Batch:
@@ -28,24 +49,24 @@ def _mix(x: torch.Tensor, t: torch.Tensor, x2: torch.Tensor, t2: torch.Tensor, l
 
 
 @MIXUPS.register("none")
-def no_mixup(cfg: dict) -> MixFn:
-    return lambda x, t, gen, balanced_batch: (x, t)
+def no_mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
+    return lambda epoch: lambda step, x, t: (x, t)
 
 
 @MIXUPS.register("mixup")
-def mixup(cfg: dict) -> MixFn:
+def mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
     """Zhang et al. 2018: mix each image with another of the batch, lam ~ Beta(alpha, alpha)."""
     alpha = cfg["mixup_alpha"]
 
-    def mix(x, t, gen, balanced_batch):
-        perm = torch.randperm(len(x), device=x.device, generator=gen)
-        return _mix(x, t, x[perm], t[perm], beta(alpha, alpha))
+    def per_epoch(epoch: Epoch) -> StepMix:
+        lams, perms = betas(alpha, alpha, epoch.steps), permutations(epoch)
+        return lambda s, x, t: _mix(x, t, x[perms[s]], t[perms[s]], lams[s])
 
-    return mix
+    return per_epoch
 
 
 @MIXUPS.register("sampler_mixup")
-def sampler_mixup(cfg: dict) -> MixFn:
+def sampler_mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
     """The seed study's variant: ordinary mixup on batches from the class-balanced sampler.
 
     The engine swaps in the class-balanced sampler for this mixup (see ``methods.sampler_for``).
@@ -54,33 +75,44 @@ def sampler_mixup(cfg: dict) -> MixFn:
 
 
 @MIXUPS.register("balanced_mixup")
-def balanced_mixup(cfg: dict) -> MixFn:
+def balanced_mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
     """Galdran et al. 2021: the instance-sampled batch mixed with a class-balanced batch,
     lam ~ Beta(alpha, 1), the balanced batch weighted by lam (small for alpha ~ 0.2)."""
     alpha = cfg["balanced_mixup_alpha"]
 
-    def mix(x, t, gen, balanced_batch):
-        xb, tb = balanced_batch(len(x))
-        return _mix(xb, tb, x, t, beta(alpha, 1.0))
+    def per_epoch(epoch: Epoch) -> StepMix:
+        lams = betas(alpha, 1.0, epoch.steps)
+        partners = epoch.balanced_indices(epoch.steps * epoch.batch_size)
+        partners = partners.view(epoch.steps, epoch.batch_size)
 
-    return mix
+        def step(s: int, x: torch.Tensor, t: torch.Tensor) -> Batch:
+            xb, tb = epoch.batch(partners[s])
+            return _mix(xb, tb, x, t, lams[s])
+
+        return step
+
+    return per_epoch
 
 
 @MIXUPS.register("cutmix")
-def cutmix(cfg: dict) -> MixFn:
+def cutmix(cfg: dict) -> Callable[[Epoch], StepMix]:
     """Yun et al. 2019: paste a box of another image; targets mixed by the box's exact area."""
     alpha = cfg["cutmix_alpha"]
 
-    def mix(x, t, gen, balanced_batch):
-        h, w = x.shape[-2:]
-        cut = (1 - beta(alpha, alpha)) ** 0.5
-        cy, cx = int(torch.randint(h, ())), int(torch.randint(w, ()))
-        y1, y2 = max(cy - int(h * cut) // 2, 0), min(cy + int(h * cut) // 2, h)
-        x1, x2 = max(cx - int(w * cut) // 2, 0), min(cx + int(w * cut) // 2, w)
-        perm = torch.randperm(len(x), device=x.device, generator=gen)
-        x = x.clone()
-        x[:, :, y1:y2, x1:x2] = x[perm, :, y1:y2, x1:x2]
-        lam = 1 - (y2 - y1) * (x2 - x1) / (h * w)
-        return x, torch.lerp(t[perm], t, lam)
+    def per_epoch(epoch: Epoch) -> StepMix:
+        cuts = [(1 - lam) ** 0.5 for lam in betas(alpha, alpha, epoch.steps)]
+        centres, perms = torch.rand(epoch.steps, 2).tolist(), permutations(epoch)
 
-    return mix
+        def step(s: int, x: torch.Tensor, t: torch.Tensor) -> Batch:
+            h, w = x.shape[-2:]
+            cy, cx = int(centres[s][0] * h), int(centres[s][1] * w)
+            dy, dx = int(h * cuts[s]) // 2, int(w * cuts[s]) // 2
+            y1, y2, x1, x2 = max(cy - dy, 0), min(cy + dy, h), max(cx - dx, 0), min(cx + dx, w)
+            x = x.clone()
+            x[:, :, y1:y2, x1:x2] = x[perms[s], :, y1:y2, x1:x2]
+            lam = 1 - (y2 - y1) * (x2 - x1) / (h * w)
+            return x, torch.lerp(t[perms[s]], t, lam)
+
+        return step
+
+    return per_epoch

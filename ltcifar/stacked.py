@@ -27,7 +27,7 @@ from torch import nn
 
 from ltcifar.augment import crop_flip, to_input
 from ltcifar.data import SplitData
-from ltcifar.device import autocast_for
+from ltcifar.device import autocast_for, compiled
 from ltcifar.engine import (
     LogFn,
     TrainResult,
@@ -42,8 +42,8 @@ from ltcifar.engine import (
 from ltcifar.errors import PipelineError
 from ltcifar.inference import choose_posthoc_tau, predict
 from ltcifar.losses import build_loss
-from ltcifar.metrics import summarize
-from ltcifar.mixup import MIXUPS
+from ltcifar.metrics import confusion, summarize
+from ltcifar.mixup import MIXUPS, Epoch, StepMix
 from ltcifar.models import CifarNet, CosineHead, LinearHead, PadShortcut, build_model, model_options
 from ltcifar.samplers import SAMPLERS, class_weighted_draw, sampler_for
 
@@ -239,28 +239,35 @@ def train_stacked(
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
         models = [m.to(memory_format=torch.channels_last) for m in models]
-    fwd = torch.compile(model) if cfg["compile"] else model
+    fwd = compiled(model, device, cfg)
     opt = make_optimizer(model, cfg, device)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps))
+    factor = lr_factor(cfg, steps)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     loss_fn = build_loss(cfg, data.counts)
     mix = MIXUPS[cfg["mixup"]](cfg)
+
+    one_hot = torch.eye(C, device=device)  # F.one_hot would sync twice a step (engine.train)
 
     def batch(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         xb = data.x[idx]
         if cfg["augment"]:
             xb = crop_flip(xb, gen, 4, cfg["pad_mode"])
         x = to_input(xb, data.mean, data.std, cfg["channels_last"])
-        return x, F.one_hot(data.y[idx], C).float()
+        return x, one_hot[data.y[idx]]
 
-    def seed_batch(s: int, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Seed s's mixed batch, drawn from its own generator and CPU stream."""
-
-        def balanced_batch(k: int) -> tuple[torch.Tensor, torch.Tensor]:
-            ones = torch.ones_like(data.counts)
-            return batch(class_weighted_draw(data.y, data.counts, ones, k, gens[s]), gens[s])
-
+    def seed_epoch(s: int) -> StepMix:
+        """Seed s's mixing for one epoch, drawn from its own generator and CPU stream."""
+        gen, ones = gens[s], torch.ones_like(data.counts)
         with _cpu_rng(rngs, s):
-            return mix(*batch(idx, gens[s]), gens[s], balanced_batch)
+            return mix(
+                Epoch(
+                    steps,
+                    bs,
+                    gen,
+                    lambda k: class_weighted_draw(data.y, data.counts, ones, k, gen),
+                    lambda idx: batch(idx, gen),
+                )
+            )
 
     histories: list[list[dict[str, float]]] = [[] for _ in seeds]
     best = [{"score": -1.0, "epoch": -1, "state": None} for _ in seeds]
@@ -292,19 +299,19 @@ def train_stacked(
             for epoch, row in enumerate(history):
                 log(epoch, row)
     last_ok = torch.full((S,), math.nan, device=device)
-    seed_rows = torch.arange(S, device=device)[:, None]  # seed s's confusion cells start at s*C*C
     for epoch in range(start, cfg["epochs"]):
         model.train()
         t0 = time.perf_counter()
         sampler = SAMPLERS[sampler_for(cfg, epoch)]
         orders = torch.stack([sampler(data.y, data.counts, epoch, cfg["epochs"], g) for g in gens])
+        mixes = [seed_epoch(s) for s in range(S)]
         loss_sum = torch.zeros(S, device=device)
         ok = torch.ones(S, dtype=torch.bool, device=device)
         n_ok = torch.zeros(S, device=device)
-        conf = torch.zeros(S, C, C, dtype=torch.long, device=device)
+        preds = torch.empty(S, steps * bs, dtype=torch.long, device=device)
         for step in range(steps):
             idx = orders[:, step * bs : (step + 1) * bs]
-            xs, ts = zip(*(seed_batch(s, idx[s]) for s in range(S)), strict=True)
+            xs, ts = zip(*(mixes[s](step, *batch(idx[s], gens[s])) for s in range(S)), strict=True)
             x = torch.cat(xs, 1)
             if cfg["channels_last"]:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -320,12 +327,15 @@ def train_stacked(
             ok &= torch.isfinite(losses)
             n_ok += ok
             last_ok = torch.where(ok, losses.float(), last_ok)
-            cells = (seed_rows * C + data.y[idx]) * C + logits.detach().argmax(2).T
-            conf.view(-1).index_add_(0, cells.flatten(), torch.ones_like(cells.flatten()))
+            preds[:, step * bs : (step + 1) * bs] = logits.detach().argmax(2).T
         totals, good, lasts = torch.stack([loss_sum.float(), n_ok, last_ok]).tolist()
         for s, seed in enumerate(seeds):
             if good[s] < steps:
-                raise PipelineError(_non_finite(cfg, seed, epoch, int(good[s]), steps, lasts[s]))
+                lr = cfg["lr"] * factor(epoch * steps + int(good[s]))  # the head group's
+                raise PipelineError(
+                    _non_finite(cfg, seed, epoch, int(good[s]), steps, lasts[s], lr)
+                )
+        conf = [confusion(data.y[orders[s, : steps * bs]], preds[s], C) for s in range(S)]
         img_per_s = S * steps * bs / (time.perf_counter() - t0)
         states = split_state(model, S)
         for s, state in enumerate(states):

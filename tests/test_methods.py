@@ -11,7 +11,7 @@ from scipy import stats
 from ltcifar.config import RECIPE, defaults, load
 from ltcifar.losses import LOSSES, build_loss, class_weights, ldam_margins
 from ltcifar.methods import check, refusal
-from ltcifar.mixup import MIXUPS
+from ltcifar.mixup import MIXUPS, Epoch
 from ltcifar.params import ParamsError
 from ltcifar.samplers import SAMPLERS, sampler_for
 
@@ -145,30 +145,55 @@ def test_instance_sampler_is_a_permutation():
     assert torch.equal(idx.sort().values, torch.arange(len(LABELS)))
 
 
+def mix_epoch(name: str, steps: int, x: torch.Tensor, t: torch.Tensor, batch_fn, **over):
+    """One epoch of mixup ``name`` over ``steps`` steps of the batch (x, t); ``batch_fn`` makes
+    the balanced partner batch of given indices."""
+    gen = torch.Generator().manual_seed(0)
+    balanced = lambda n: torch.randint(len(x), (n,), generator=gen)  # noqa: E731
+    return MIXUPS[name](cfg(**over))(Epoch(steps, len(x), gen, balanced, batch_fn))
+
+
 @pytest.mark.parametrize("name", ["mixup", "sampler_mixup", "balanced_mixup", "cutmix", "none"])
 def test_mixed_targets_are_distributions(name):
     torch.manual_seed(0)
     x = torch.randn(32, 3, 8, 8)
     _, _, t = batch(32)
-    balanced = lambda n: (torch.randn(n, 3, 8, 8), F.one_hot(torch.arange(n) % 6, 6).float())  # noqa: E731
-    xm, tm = MIXUPS[name](cfg())(x, t, torch.Generator().manual_seed(0), balanced)
-    assert xm.shape == x.shape
-    torch.testing.assert_close(tm.sum(1), torch.ones(32))
-    assert (tm >= 0).all()
+    balanced = lambda idx: (torch.randn(len(idx), 3, 8, 8), F.one_hot(idx % 6, 6).float())  # noqa: E731
+    step = mix_epoch(name, 3, x, t, balanced)
+    for s in range(3):
+        xm, tm = step(s, x, t)
+        assert xm.shape == x.shape
+        torch.testing.assert_close(tm.sum(1), torch.ones(32))
+        assert (tm >= 0).all()
+
+
+@pytest.mark.parametrize("name", ["mixup", "balanced_mixup", "cutmix"])
+def test_mixups_draw_once_per_epoch_and_nothing_per_step(name):
+    """Every random number of an epoch's mixing is drawn up front: the per-step function leaves
+    the CPU generator and the device generator untouched (the hot loop launches no draw)."""
+    torch.manual_seed(0)
+    x, t = torch.randn(8, 3, 8, 8), F.one_hot(torch.arange(8) % 6, 6).float()
+    step = mix_epoch(name, 4, x, t, lambda idx: (x[idx], t[idx]))
+    cpu = torch.get_rng_state()
+    first = [step(s, x, t) for s in range(4)]
+    assert torch.equal(torch.get_rng_state(), cpu)
+    again = [step(s, x, t) for s in range(4)]  # the same step mixes the same way
+    for (x1, t1), (x2, t2) in zip(first, again, strict=True):
+        assert torch.equal(x1, x2) and torch.equal(t1, t2)
+    assert not all(torch.equal(first[0][1], f[1]) for f in first[1:])  # steps differ
 
 
 def test_balanced_mixup_lambda_is_beta_alpha_1_and_weights_the_balanced_batch():
     torch.manual_seed(0)
-    alpha, lams = 0.2, []
+    alpha, lams, steps = 0.2, [], 2000
     x, t = torch.zeros(4, 1, 2, 2), F.one_hot(torch.zeros(4, dtype=torch.long), 6).float()
-    balanced_x = torch.ones(4, 1, 2, 2)
 
-    def balanced(n):
-        return balanced_x[:n], F.one_hot(torch.full((n,), 5), 6).float()
+    def balanced(idx):
+        return torch.ones(len(idx), 1, 2, 2), F.one_hot(torch.full((len(idx),), 5), 6).float()
 
-    mix = MIXUPS["balanced_mixup"](cfg(balanced_mixup_alpha=alpha))
-    for _ in range(2000):
-        xm, tm = mix(x, t, torch.Generator(), balanced)
+    step = mix_epoch("balanced_mixup", steps, x, t, balanced, balanced_mixup_alpha=alpha)
+    for s in range(steps):
+        xm, tm = step(s, x, t)
         lam = xm.flatten()[0].item()  # 0 * (1 - lam) + 1 * lam
         assert tm[0, 5].item() == pytest.approx(lam, abs=1e-6)
         lams.append(lam)

@@ -67,6 +67,7 @@ def drift(got: dict, want: dict, init: dict) -> float:
         {},  # cross-entropy, instance sampler, no mixup, linear head, option-A shortcut
         {"loss": "ldam", "head": "cosine", "sampler": "class_balanced", "drw_from": 0.5},
         {"mixup": "mixup", "checkpoint": "best_val", "posthoc_tau_grid": [0.0, 1.0]},
+        {"mixup": "balanced_mixup"},  # a class-balanced partner batch drawn per epoch
     ],
 )
 def test_stacked_equals_separate_runs(tiny, over):
@@ -123,3 +124,8 @@ def test_stacked_resume_equals_uninterrupted_and_engine_resumes_its_checkpoint(
     assert f"resuming t seed 1 from epoch 1 ({alone})" in capsys.readouterr().out
     (init,) = seed_models([1])
     assert drift(finished.state_dict, full[1].state_dict, init.state_dict()) < DRIFT_TOL
+
+
+def test_stacked_non_finite_loss_names_the_seed_and_the_lr(tiny):
+    with pytest.raises(PipelineError, match=r"seed 0: the training loss is not finite.*the lr at"):
+        train_stacked(recipe(lr=1e6, warmup_epochs=0), tiny, [0, 1], CPU)
