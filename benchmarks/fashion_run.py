@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         schedule="cosine",
         warmup_epochs=0,
         checkpoint="last",
-        compile=args.compile,
+        compile="always" if args.compile else "never",
         head="cosine" if args.loss == "ldam" else "linear",
         transfer=False,  # trained from scratch: what methods.check asks of a run
     )

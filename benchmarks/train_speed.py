@@ -42,7 +42,7 @@ from ltcifar.config import (  # noqa: E402
     run_names,
 )
 from ltcifar.data import SplitData  # noqa: E402
-from ltcifar.device import autocast_for, device_name, select_device  # noqa: E402
+from ltcifar.device import autocast_for, compiled, device_name, select_device  # noqa: E402
 from ltcifar.engine import train  # noqa: E402
 from ltcifar.losses import build_loss  # noqa: E402
 from ltcifar.lt_index import build_index  # noqa: E402
@@ -69,7 +69,7 @@ def bench_cfg(args: argparse.Namespace) -> dict:
         epochs=2,
         warmup_epochs=0,
         checkpoint="last",
-        compile=args.compile,
+        compile="always" if args.compile else "never",
         precision=args.precision,
     )
     return cfg
@@ -122,7 +122,7 @@ def bare_loop(cfg: dict, device: torch.device, warmup: int, steps: int) -> float
     model = build_model(cfg["model"], 10, 3, **model_options(cfg)).to(device)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    fwd = torch.compile(model) if cfg["compile"] else model
+    fwd = compiled(model, device, cfg)
     opt = torch.optim.SGD(
         model.parameters(),
         lr=cfg["lr"],

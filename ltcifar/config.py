@@ -70,7 +70,7 @@ RECIPE = {
     "checkpoint": Field(("best_val", "last"), "last"),
     "checkpoint_every": Field(int, 10),
     "precision": Field(("bf16", "fp32"), "bf16"),
-    "compile": Field(bool, False),
+    "compile": Field(("auto", "always", "never"), "auto"),
     "stack_seeds": Field(bool, False),
     "channels_last": Field(bool, True),
     "deterministic": Field(bool, False),

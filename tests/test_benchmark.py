@@ -83,14 +83,14 @@ def test_measure_prints_result_line() -> None:
 
 def test_estimate_sums_every_run(tmp_path: Path) -> None:
     """Profile full, its runs replaced: two on CIFAR-10's exp100 split and one transfer run,
-    which takes the backbone's model and fine-tuning recipe (tv_resnet18, 30 epochs). The
+    which takes the backbone's model and fine-tuning recipe (tv_resnet18, 10 epochs). The
     ImageNet backbone is only fetched, so it adds no training row."""
     params = repo_params()
     full = params["profiles"]["full"]
     full["splits"]["exp100"] = CIFAR_EXP100
     full["recipe"], full["budget"] = {}, {}
     assert full["backbone"]["weights"] == "imagenet"
-    assert full["backbone"]["recipe"]["epochs"] == 30
+    assert full["backbone"]["recipe"]["epochs"] == 10
     params.update(split="exp100", loss="cross_entropy", sampler="instance", mixup="none")
     params.update(seeds=[0, 1])
     params["recipe"].update(model="resnet20", epochs=7)
@@ -98,15 +98,23 @@ def test_estimate_sums_every_run(tmp_path: Path) -> None:
     params["transfer_runs"] = {"tl": {"split": "balanced", "finetune": "linear", "seeds": [0]}}
     lines = estimate(tmp_path, params, "full")
     # exp100's training images x epochs x seeds; tl: CIFAR-100's 500 - 50 val per class
-    images = 12406 * (7 * 2 + 3 * 3) + 100 * 450 * 30 * 1
+    images = 12406 * (7 * 2 + 3 * 3) + 100 * 450 * 10 * 1
     assert lines[-1].startswith(f"ESTIMATE total_images={images} ")
     table = rows(lines)
     assert sorted(table) == ["candidate", "ce", "tl"]
     tl = table["tl"]
-    assert (tl["model"], tl["ep"], tl["seeds"], tl["img/ep"]) == ("tv_resnet18", "30", "1", "45000")
+    assert (tl["model"], tl["ep"], tl["seeds"], tl["img/ep"]) == ("tv_resnet18", "10", "1", "45000")
     minutes = sum(float(r["min"]) for r in table.values())
     total = float(lines[-1].split("total_minutes=")[1])
     assert total == pytest.approx(minutes, abs=0.1)  # the rows are rounded to 0.1 min
+
+
+def test_the_committed_full_profile_fits_an_hour_at_the_assumed_gpu_rate() -> None:
+    """README (Speed): the full profile is sized to under an hour on one GPU by the estimate at
+    an assumed 25,000 img/s for ResNet-20 (not measured). Multiply-adds are counted, not timed,
+    so the estimate is the same on every machine; observed 47.4 min."""
+    lines = run("--estimate", "--img-s", "25000", "--profile", "full", cwd=SCRIPT.parents[1])
+    assert float(lines[-1].split("total_minutes=")[1]) < 60  # the hour the issue asks for
 
 
 def test_estimate_counts_the_pretrained_backbone(tmp_path: Path) -> None:

@@ -204,7 +204,7 @@ def test_resolve_run_precedence(tmp_path, raw):
     assert own["momentum"] == 0.5
 
     full_tl = resolve_run(params, "tl", "full")  # recipe <- backbone recipe <- run
-    assert full_tl["lr"] == 0.03 and full_tl["epochs"] == 9 and full_tl["input_size"] == 224
+    assert full_tl["lr"] == 0.03 and full_tl["epochs"] == 9 and full_tl["input_size"] == 112
     assert full_tl["model"] == "tv_resnet18" and full_tl["transfer"]
 
     cand = resolve_run(params, CANDIDATE)

@@ -574,10 +574,11 @@ def test_transfer_runs_resolve_the_profiles_backbone():
     full = config.resolve_run(params, "transfer_linear", "full")
     assert full["model"] == full_bb["model"] == "tv_resnet18" and full["transfer"]
     # the backbone's fine-tuning recipe applies to transfer runs only
-    assert full["epochs"] == full_bb["recipe"]["epochs"] == 30 and full["input_size"] == 224
+    assert full["epochs"] == full_bb["recipe"]["epochs"] == 10 and full["input_size"] == 112
     step_ce = config.resolve_run(params, "step_ce", "full")
     assert step_ce["model"] == "resnet32" and not step_ce["transfer"]
-    assert step_ce["epochs"] == 200 and step_ce["input_size"] == 0
+    assert step_ce["epochs"] == params["profiles"]["full"]["recipe"]["epochs"] == 50
+    assert step_ce["input_size"] == 0
     quick = config.resolve_run(params, "transfer_linear", "quick")
     assert quick["model"] == "resnet20" and quick["transfer"]
     assert quick["epochs"] == params["profiles"]["quick"]["budget"]["epochs"]
