@@ -3,8 +3,11 @@
 Validation images always come from the training images the subset left unused, never from
 the test set. Where a subset uses every image of a class (class 0 of the seed's step split,
 class 0 of ``exp``), the split's ``val_policy`` decides: ``reserve`` lowers n_max so that
-``val_per_class`` images per class stay free; ``exact`` keeps the subset exact and refuses a
-validation set it cannot balance.
+``val_per_class`` images per class stay free; ``exact`` keeps the subset exact (the published
+images) and validates on up to ``val_per_class`` leftovers per class, so a class the subset
+uses whole (CIFAR-100-LT's and CIFAR-10-LT's head class) has no validation image: it scores 0 in
+validation macro-F1 at every epoch (checkpoint selection is unaffected: a constant), and post-hoc
+tau is chosen on the other classes, so the head class's cost of an adjustment goes unseen there.
 """
 
 import json
@@ -52,15 +55,17 @@ def build_index(name: str, spec: dict, labels: np.ndarray, classes: list[str]) -
     if spec["val_policy"] == "reserve":
         n_max = min(n_max, min(available) - val)
     counts = class_counts(spec, len(orders), n_max)
+    reserved = 0 if spec["val_policy"] == "exact" else val  # exact: leftovers, if any
     for c, (n, avail) in enumerate(zip(counts, available, strict=True)):
-        if n <= 0 or n + val > avail:
+        if n <= 0 or n + reserved > avail:
             raise PipelineError(
-                f"split {name!r}: class {c} ({classes[c]}) needs {n} training + {val} validation "
+                f"split {name!r}: class {c} ({classes[c]}) needs {n} training + {reserved} "
+                "validation "
                 f"images but has {avail}; lower n_max/n_min or val_per_class, "
                 "or set val_policy: reserve"
             )
     train = [o[:n].tolist() for o, n in zip(orders, counts, strict=True)]
-    val_idx = [o[n : n + val].tolist() for o, n in zip(orders, counts, strict=True)]
+    val_idx = [o[n : n + val].tolist() for o, n in zip(orders, counts, strict=True)]  # leftovers
     return {
         "split": name,
         "dataset": spec["dataset"],

@@ -21,9 +21,11 @@ def main() -> None:
         data = load_prepared(spec["dataset"])
         index = build_index(name, spec, data["y_train"], data["classes"].tolist())
         write_index(index, OUT / f"{name}.json")
+        none = [c for c, n in zip(index["classes"], index["val_counts"], strict=True) if not n]
         print(
             f"{name}: {spec['dataset']} {spec['shape']}, {index['total_train']} train / "
             f"{index['total_val']} val, counts {index['counts'][0]}..{index['counts'][-1]}"
+            + (f"; no validation image left for {', '.join(none)}" if none else "")
         )
 
 

@@ -129,16 +129,9 @@ def test_step_reserve_holds_out_balanced_val(cifar10_labels):
     check_consistent(idx, cifar10_labels)
 
 
-def test_exact_refuses_unbalanceable_val(cifar10_labels):
+def test_a_subset_larger_than_its_class_is_refused_with_the_fix(cifar10_labels):
     spec = validate(
-        {
-            "dataset": "cifar10",
-            "shape": "step",
-            "n_max": 5000,
-            "n_min": 500,
-            "val_per_class": 50,
-            "val_policy": "exact",
-        },
+        {"dataset": "cifar10", "shape": "step", "n_max": 5001, "n_min": 500, "val_policy": "exact"},
         SPLIT,
     )
     with pytest.raises(PipelineError) as err:
@@ -146,22 +139,21 @@ def test_exact_refuses_unbalanceable_val(cifar10_labels):
     msg = str(err.value)
     assert "'mystep'" in msg
     assert "class 0" in msg and "class0" in msg
-    assert "reserve" in msg
+    assert "lower n_max" in msg
 
 
-def test_exact_with_leftovers_takes_val_from_them(cifar10_labels):
-    idx = index(
-        "exp",
-        cifar10_labels,
-        dataset="cifar10",
-        shape="exp",
-        n_max=4000,
-        imbalance=10,
-        val_per_class=100,
-        val_policy="exact",
-    )
-    assert idx["counts"][0] == 4000
-    assert idx["val_counts"] == [100] * 10
+@pytest.mark.parametrize(
+    "spec, head, val_counts",
+    [
+        # the exact step split uses all 5,000 images of class 0: none left to validate on
+        ({"shape": "step", "n_max": 5000, "n_min": 500, "val_per_class": 50}, 5000, [0] + [50] * 9),
+        ({"shape": "exp", "n_max": 4000, "imbalance": 10, "val_per_class": 100}, 4000, [100] * 10),
+    ],
+)
+def test_exact_keeps_the_subset_and_validates_on_leftovers(cifar10_labels, spec, head, val_counts):
+    idx = index("exact", cifar10_labels, dataset="cifar10", val_policy="exact", **spec)
+    assert idx["counts"][0] == head
+    assert idx["val_counts"] == val_counts
     check_consistent(idx, cifar10_labels)
 
 

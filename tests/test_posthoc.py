@@ -68,7 +68,9 @@ def test_params_refuse_a_grid_on_a_split_without_validation(tmp_path):
     from tests.imports import ROOT
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["runs"]["step_logit_adjusted"]["split"] = "exp100"  # val_policy exact: no validation
+    for prof in raw["profiles"].values():  # every LT split has one now: take exp100's away
+        prof["splits"]["exp100"]["val_per_class"] = 0
+    raw["runs"]["step_logit_adjusted"]["split"] = "exp100"
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError, match="posthoc_tau_grid chooses tau on validation images"):
