@@ -221,13 +221,16 @@ DATASETS.register("fashion_mnist")(
 )
 
 
-def prepare(name: str, raw: Path, out: Path) -> Arrays:
+def prepare(
+    name: str, raw: Path, out: Path, read: Callable[[Path], Arrays] | None = None
+) -> Arrays:
     """Read a dataset's verified files and write ``out`` (.npz) atomically; return the arrays.
 
     Archives that pass a (user-set) MD5 but are not in the official format, are truncated or
-    have a flipped byte fail with one line naming the file.
+    have a flipped byte fail with one line naming the file. ``read`` replaces the registered
+    reader of ``name``: an image folder (``ltcifar.image_folder.read``) has a name of its own.
     """
-    arrays = DATASETS[name].read(raw)
+    arrays = (read or DATASETS[name].read)(raw)
     for part in ("train", "test"):
         if len(arrays[f"x_{part}"]) != len(arrays[f"y_{part}"]):
             raise PipelineError(

@@ -2,7 +2,9 @@
 
 A stage of its own so that the network is touched once: DVC caches ``data/raw`` and later stages
 rerun from it offline. It reads configs/download.json (the active profile's datasets with their
-sources and MD5s); folders of other datasets are removed, so the output holds exactly those.
+sources and MD5s, or for an image folder its size and optional sha256); an image folder is
+copied with a manifest of its hashes (``ltcifar.image_folder``). Folders of other datasets are
+removed, so the output holds exactly those.
 """
 
 from pathlib import Path
@@ -10,14 +12,26 @@ from pathlib import Path
 from ltcifar.download import fetch
 from ltcifar.errors import run_stage
 from ltcifar.files import remove_unused
+from ltcifar.image_folder import fetch_folder
 from ltcifar.runconfig import read_config
 
 RAW = Path("data/raw")
 
 
+def copy_folder(name: str, spec: dict) -> None:
+    manifest = fetch_folder(name, spec["sources"], spec["image_size"], spec["sha256"], RAW / name)
+    pin = "" if spec["sha256"] else f"; set download.{name}.sha256 to it to pin these images"
+    print(
+        f"{name}: {len(manifest['files'])} images in {RAW / name}, sha256 {manifest['sha256']}{pin}"
+    )
+
+
 def main() -> None:
     datasets = read_config("download.json")
     for name, spec in datasets.items():
+        if spec.get("kind") == "image_folder":
+            copy_folder(name, spec)
+            continue
         paths = fetch(name, spec["sources"], spec["md5"], RAW / name)
         print(f"{name}: {len(paths)} verified file(s) in {RAW / name}")
     remove_unused(RAW.iterdir(), set(datasets), "not a dataset of the active profile")

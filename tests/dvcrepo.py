@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 ENV = {
@@ -40,3 +42,13 @@ def copy_project(dest: Path, files: tuple[str, ...] = ("dvc.yaml", "params.yaml"
         shutil.copytree(ROOT / name, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in files:
         shutil.copy(ROOT / name, dest / name)
+
+
+def init_repo(root: Path, params: dict) -> None:
+    """Write ``params`` as the copy's params.yaml and make the copy a git and DVC repository
+    with one commit (DVCLive needs one to log against)."""
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", cwd=root)
+    sh("dvc", "init", "-q", cwd=root)
+    sh("git", "add", "-A", cwd=root)
+    sh("git", "commit", "-qm", "pipeline", cwd=root)

@@ -180,11 +180,11 @@ def unknown_name(draw):
         block, schema = draw(st.sampled_from(_blocks()[:3]))
         key = draw(st.sampled_from(choice_keys))
         path, allowed = (*block, key), schema[key].kind
-    elif where == "dataset":
+    elif where == "dataset":  # a split's dataset is one of its profile's
         path = ("profiles", PROFILE, "splits", draw(st.sampled_from(SPLITS)), "dataset")
-        allowed = SPLIT["dataset"].kind
-    elif where == "datasets":
-        path, allowed = ("profiles", PROFILE, "datasets"), SPLIT["dataset"].kind
+        allowed = tuple(BASE["profiles"][PROFILE]["datasets"])
+    elif where == "datasets":  # a profile's datasets are declared under download
+        path, allowed = ("profiles", PROFILE, "datasets"), tuple(BASE["download"])
     else:
         path, allowed = ("profile",), tuple(BASE["profiles"])
     value = draw(NAME.filter(lambda v: v not in allowed))

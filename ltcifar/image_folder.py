@@ -1,0 +1,237 @@
+"""Users' own images as a dataset: a folder of class folders, ``train/<class>/*`` and
+``test/<class>/*``, in any common image format and size.
+
+The ``download`` stage copies the images into ``data/raw/<name>/`` and writes ``manifest.json``
+there: the image size, the sha256 of every copied file and one digest of them all. The copy is
+what DVC tracks, so a changed image changes ``data/raw`` and reruns what depends on it, and
+``prepare`` needs no params: it re-hashes each copy against the manifest, decodes it with PIL,
+converts it to RGB and resizes it, and stores the same uint8 arrays as the CIFAR datasets.
+
+A digest set in params (``download.<name>.sha256``) pins the images, as an MD5 pins an
+archive: a folder whose images differ is refused. What is refused, each in one line naming the
+path: no ``train/`` or ``test/``, a file outside a class folder, an empty class folder, a class
+in one part only, and a file that is not of an image type (hidden files such as ``.DS_Store``
+are skipped, nothing else is); in ``prepare``, an image that does not decode.
+"""
+
+import hashlib
+import io
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ltcifar.errors import PipelineError
+from ltcifar.files import atomic_path, write_text_atomic
+
+PARTS = ("train", "test")
+SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
+MANIFEST = "manifest.json"
+CHUNK = 1 << 20
+# What PIL raises on a truncated, corrupt or unsupported file (SyntaxError: some plugins' parse
+# errors; DecompressionBombError: a header claiming over ~179 M pixels).
+UNDECODABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
+
+
+def _hidden(rel: Path) -> bool:
+    return any(part.startswith(".") for part in rel.parts)
+
+
+def _images(class_dir: Path) -> list[Path]:
+    """The image files anywhere under one class folder, hidden ones skipped; refuse others."""
+    files = [
+        p
+        for p in sorted(class_dir.rglob("*"))
+        if p.is_file() and not _hidden(p.relative_to(class_dir))
+    ]
+    for p in files:
+        if p.suffix.lower() not in SUFFIXES:
+            raise PipelineError(
+                f"{p} is not an image file this pipeline reads ({', '.join(SUFFIXES)}); "
+                "move it out of the folder or convert it"
+            )
+    if not files:
+        raise PipelineError(f"{class_dir} holds no images; remove the class folder or add images")
+    return files
+
+
+def _class_images(folder: Path, part: str) -> dict[str, list[str]]:
+    """Each class folder of ``folder/part`` with its image paths (relative to ``folder``)."""
+    root = folder / part
+    if not root.is_dir():
+        raise PipelineError(
+            f"{folder} has no {part}/ folder; it needs train/<class>/ and test/<class>/"
+        )
+    classes = {}
+    for entry in sorted(p for p in root.iterdir() if not p.name.startswith(".")):
+        if not entry.is_dir():
+            raise PipelineError(f"{entry}: {part}/ holds only class folders; move it into one")
+        classes[entry.name] = [p.relative_to(folder).as_posix() for p in _images(entry)]
+    if not classes:
+        raise PipelineError(f"{root} holds no class folders")
+    return classes
+
+
+def list_images(folder: Path) -> list[str]:
+    """Every image of ``folder`` as a ``train/<class>/...`` or ``test/<class>/...`` path, sorted.
+
+    Both parts must hold the same classes: a test class unseen in training cannot be predicted,
+    and a class without test images would score 0 in every macro average.
+    """
+    train, test = (_class_images(folder, part) for part in PARTS)
+    unseen = sorted(set(test) - set(train))
+    if unseen:
+        raise PipelineError(
+            f"{folder / 'test' / unseen[0]} is a class absent from {folder / 'train'}; "
+            "every test class needs training images"
+        )
+    untested = sorted(set(train) - set(test))
+    if untested:
+        raise PipelineError(
+            f"{folder / 'train' / untested[0]} is a class absent from {folder / 'test'}; "
+            "every class needs test images"
+        )
+    return sorted(rel for classes in (train, test) for images in classes.values() for rel in images)
+
+
+def listing_digest(files: dict[str, str]) -> str:
+    """One sha256 over every file's path and hash (``sha256sum``'s lines, sorted by path): the
+    value that ``download.<name>.sha256`` pins."""
+    lines = "".join(f"{files[rel]}  {rel}\n" for rel in sorted(files))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _copy(src: Path, dest: Path) -> str:
+    """Copy ``src`` to ``dest`` atomically; return the sha256 of the bytes written, so the
+    manifest describes the copy even if the source changes meanwhile."""
+    digest = hashlib.sha256()
+    with atomic_path(dest) as tmp, src.open("rb") as f, tmp.open("wb") as out:
+        for chunk in iter(lambda: f.read(CHUNK), b""):
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def _find_folder(name: str, sources: list[str]) -> Path:
+    """The first source that is a folder; ``sources`` are tried in order, like an archive's."""
+    tried = []
+    for source in sources:
+        path = Path(source).expanduser()
+        if path.is_dir():
+            return path
+        tried.append(f"{source} ({'not a folder' if path.exists() else 'no such folder'})")
+    raise PipelineError(
+        f"no image folder for download.{name}; tried: {'; '.join(tried) or 'nothing'}. "
+        f"Set download.{name}.sources to a folder holding train/<class>/ and test/<class>/"
+    )
+
+
+def fetch_folder(name: str, sources: list[str], image_size: int, sha256: str, out: Path) -> dict:
+    """Make ``out`` a verified copy of the image folder, with its manifest; return the manifest.
+
+    The manifest is written last, so a copy cut short has none and ``prepare`` refuses it. A
+    ``sha256`` that is set must equal the copy's digest; otherwise ``out`` is removed.
+    """
+    folder = _find_folder(name, sources)
+    if out.resolve() in (folder.resolve(), *folder.resolve().parents):
+        raise PipelineError(
+            f"download.{name}.sources names {folder}, inside the output {out}; "
+            "keep your images outside data/raw"
+        )
+    images = list_images(folder)
+    if out.exists():
+        shutil.rmtree(out)  # no image of an earlier copy may outlive its removal at the source
+    files = {rel: _copy(folder / rel, out / rel) for rel in images}
+    digest = listing_digest(files)
+    if sha256 and digest != sha256.lower():
+        shutil.rmtree(out)
+        raise PipelineError(
+            f"the images in {folder} have sha256 {digest}, not download.{name}.sha256 = {sha256}; "
+            "restore them, or set that digest if the change is intended"
+        )
+    manifest = {"kind": "image_folder", "image_size": image_size, "sha256": digest, "files": files}
+    write_text_atomic(out / MANIFEST, json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def _read_manifest(raw: Path) -> dict:
+    path = raw / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        size, files = manifest["image_size"], manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PipelineError(
+            f"{path} is missing or unreadable ({type(e).__name__}: {e}); run `dvc repro download`"
+        ) from e
+    if type(size) is not int or size <= 0 or not isinstance(files, dict) or not files:
+        raise PipelineError(
+            f"{path} lacks a positive image_size or its files; run `dvc repro download`"
+        )
+    return manifest
+
+
+def _check_listing(raw: Path, files: dict[str, str]) -> None:
+    """Refuse a copy whose files differ from the manifest's: added, removed or renamed."""
+    on_disk = {
+        p.relative_to(raw).as_posix()
+        for part in PARTS
+        for p in (raw / part).rglob("*")
+        if p.is_file()
+    }
+    extra, missing = sorted(on_disk - set(files)), sorted(set(files) - on_disk)
+    if extra or missing:
+        which = f"{raw / extra[0]} is not in" if extra else f"{raw / missing[0]} is missing, but in"
+        raise PipelineError(f"{which} {raw / MANIFEST}; run `dvc repro -f -s download`")
+
+
+def decode(path: Path, data: bytes, size: int) -> np.ndarray:
+    """One image as uint8 size×size×3: EXIF orientation applied, converted to RGB (grey and
+    palette images get three equal channels, alpha is dropped), resized with PIL's antialiased
+    bilinear filter, aspect ratio not kept. Fails naming ``path``."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            rgb = ImageOps.exif_transpose(im).convert("RGB")
+            return np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), np.uint8)
+    except UNDECODABLE as e:
+        raise PipelineError(
+            f"{path} cannot be decoded as an image ({type(e).__name__}: {e}); replace or remove "
+            "it in the source folder, then run `dvc repro -f -s download`"
+        ) from e
+
+
+def _image(raw: Path, rel: str, sha256: str, size: int) -> np.ndarray:
+    """Read one copied image once: check its hash against the manifest, then decode it."""
+    path = raw / rel
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise PipelineError(
+            f"{path} differs from its hash in {raw / MANIFEST}; run `dvc repro -f -s download`"
+        )
+    return decode(path, data, size)
+
+
+def read(raw: Path) -> dict[str, np.ndarray]:
+    """The arrays of a downloaded image folder, in ``ltcifar.datasets.prepare``'s layout;
+    classes are the sorted names of the training class folders."""
+    manifest = _read_manifest(raw)
+    files, size = manifest["files"], manifest["image_size"]
+    _check_listing(raw, files)
+    classes = sorted({rel.split("/")[1] for rel in files if rel.startswith("train/")})
+    label = {c: i for i, c in enumerate(classes)}
+    unseen = sorted({rel.split("/")[1] for rel in files} - set(label))
+    if unseen:
+        raise PipelineError(
+            f"{raw / MANIFEST} lists test class {unseen[0]!r}, absent from train/; "
+            "run `dvc repro -f -s download`"
+        )
+    arrays = {"classes": np.array(classes)}
+    for part in PARTS:
+        rels = sorted(rel for rel in files if rel.startswith(f"{part}/"))
+        x = np.zeros((len(rels), size, size, 3), np.uint8)
+        for i, rel in enumerate(rels):
+            x[i] = _image(raw, rel, files[rel], size)
+        arrays[f"x_{part}"] = x
+        arrays[f"y_{part}"] = np.array([label[rel.split("/")[1]] for rel in rels], np.int64)
+    return arrays
