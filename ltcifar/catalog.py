@@ -52,4 +52,6 @@ OFF: dict[str, object] = {
     "grad_clip": 0.0,
     "stack_seeds": False,
     "finetune": "scratch",
+    "processes": 1,
+    "lr_scaling": "none",
 }

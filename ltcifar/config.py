@@ -18,6 +18,7 @@ module imports nothing heavy: validating params.yaml needs no torch.
 """
 
 import math
+import re
 from pathlib import Path
 
 from ltcifar import catalog
@@ -76,6 +77,9 @@ RECIPE = {
     "deterministic": Field(bool, False),
     "grad_clip": Field(float, 0.0),
     "eval_batch_size": Field(int, 1024),
+    "processes": Field(int, 1),
+    "lr_scaling": Field(("none", "linear", "sqrt"), "none"),
+    "lr_base_batch": Field(int, 128),
 }
 RUN = {"split": Field(str), **RECIPE}
 
@@ -87,10 +91,13 @@ BASE = (
     "eval_batch_size",
 )  # fmt: skip
 
-POSITIVE = ("epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every")
+POSITIVE = (
+    "epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every", "processes",
+    "lr_base_batch",
+)  # fmt: skip
 
 SPLIT = {
-    "dataset": Field(catalog.DATASETS),
+    "dataset": Field(str),  # one of the profile's datasets (checked in _check_split)
     "shape": Field(("exp", "step", "none")),
     "n_max": Field(int, 0),
     "imbalance": Field(float, 100.0),
@@ -102,6 +109,19 @@ SPLIT = {
     "seed": Field(int, 0),
 }
 
+# A dataset the pipeline can fetch: kind ``archives`` for the catalogued datasets (files
+# verified by MD5), or ``image_folder``, a folder of the user's own images under a name of their
+# choosing (see ltcifar/image_folder.py), resized to image_size and pinned by an optional sha256.
+DOWNLOAD = {
+    "kind": Field(("archives", "image_folder"), "archives"),
+    "sources": Field(str, list_of=True),
+    "md5": MapOf(Field(str, list_of=True), required=False),
+    "image_size": Field(int, 0),
+    "sha256": Field(str, ""),
+}
+FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # it names data/raw/<name>/ and <name>.npz
+SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
 STRUCTURE = {
     "profile": Field(str),
     "recipe": RECIPE,
@@ -109,7 +129,7 @@ STRUCTURE = {
     "transfer_runs": MapOf(Field(dict), required=False),
     "profiles": MapOf(
         {
-            "datasets": Field(catalog.DATASETS, list_of=True),
+            "datasets": Field(str, list_of=True),  # names declared under download
             "splits": MapOf(SPLIT),
             "recipe": Field(dict, {}),
             "budget": Field(dict, {}),
@@ -123,9 +143,7 @@ STRUCTURE = {
             },
         }
     ),
-    "download": MapOf(
-        {"sources": Field(str, list_of=True), "md5": MapOf(Field(str, list_of=True))}
-    ),
+    "download": MapOf(DOWNLOAD),
     "evaluate": {"many_shot_min": Field(int, 100), "few_shot_max": Field(int, 20)},
 }
 
@@ -171,7 +189,10 @@ def _check_values(cfg: dict, where: str) -> None:
 
 def _check_split(key: str, split: dict, datasets: list[str]) -> None:
     if split["dataset"] not in datasets:
-        raise ParamsError(f"{key}.dataset = {split['dataset']!r} is not in this profile's datasets")
+        raise ParamsError(
+            f"{key}.dataset = {split['dataset']!r} is not in this profile's datasets; "
+            f"choose one of: {', '.join(datasets)}"
+        )
     if split["shape"] == "step" and split["n_min"] <= 0:
         raise ParamsError(f"{key}.n_min = {split['n_min']} must be > 0 for shape 'step'")
     if split["shape"] == "exp" and not (1 <= split["imbalance"] < math.inf):
@@ -183,16 +204,57 @@ def _check_split(key: str, split: dict, datasets: list[str]) -> None:
             raise ParamsError(f"{key}.{k} = {split[k]} must be >= 0")
 
 
+def _check_download(download: dict) -> None:
+    """Each kind's own keys: archives exist only for the catalogued datasets, and an image
+    folder takes any other name that can name a folder and a file."""
+    for name, entry in download.items():
+        check = _check_archives if entry["kind"] == "archives" else _check_image_folder
+        check(name, entry, f"download.{printable(name)}")
+
+
+def _check_archives(name: object, entry: dict, where: str) -> None:
+    if name not in catalog.DATASETS:
+        raise ParamsError(
+            f"{where} is not a dataset with known archives ({', '.join(catalog.DATASETS)}); "
+            f"for a folder of your own images set {where}.kind: image_folder"
+        )
+    if not entry["md5"]:
+        raise ParamsError(f"missing key {where}.md5")
+    for key in ("image_size", "sha256"):
+        if entry[key] != DOWNLOAD[key].default:
+            raise ParamsError(f"{where}.{key} applies to kind image_folder only")
+
+
+def _check_image_folder(name: object, entry: dict, where: str) -> None:
+    if not isinstance(name, str) or name in catalog.DATASETS or not FOLDER_NAME.fullmatch(name):
+        raise ParamsError(
+            f"{where}.kind = 'image_folder' needs a name of letters, digits, _ and - that is "
+            f"not a built-in dataset ({', '.join(catalog.DATASETS)})"
+        )
+    if entry["md5"]:
+        raise ParamsError(f"{where}.md5: an image folder is pinned by sha256; remove md5")
+    if not entry["image_size"] > 0:
+        raise ParamsError(f"{where}.image_size = {entry['image_size']} must be > 0")
+    if entry["sha256"] and not SHA256.fullmatch(entry["sha256"]):
+        raise ParamsError(
+            f"{where}.sha256 = {entry['sha256']!r} must be the 64-digit digest the download "
+            "stage prints, or empty"
+        )
+
+
 def _check_profile(params: dict, pname: str, prof: dict) -> None:
     where = f"profiles.{pname}."
     for block in ("recipe", "budget"):
         prof[block] = validate(prof[block], RECIPE, f"{where}{block}.", partial=True)
         _check_values(prof[block], f"{where}{block}.")
-    for sname, split in prof["splits"].items():
-        _check_split(f"{where}splits.{sname}", split, prof["datasets"])
     for ds in prof["datasets"]:
         if ds not in params["download"]:
-            raise ParamsError(f"{where}datasets names {ds!r} but download.{ds} is missing")
+            raise ParamsError(
+                f"{where}datasets names {ds!r}, which download does not declare; choose one of: "
+                f"{', '.join(map(printable, params['download']))}"
+            )
+    for sname, split in prof["splits"].items():
+        _check_split(f"{where}splits.{sname}", split, prof["datasets"])
     bb = prof["backbone"]
     bb["recipe"] = validate(bb["recipe"], RECIPE, f"{where}backbone.recipe.", partial=True)
     if "model" in bb["recipe"]:
@@ -261,6 +323,7 @@ def load(path: str | Path = "params.yaml") -> dict:
             f"profile = {params['profile']!r} has no block under profiles; choose one of: "
             f"{', '.join(params['profiles'])}"
         )
+    _check_download(params["download"])
     for pname, prof in params["profiles"].items():
         _check_profile(params, pname, prof)
     _check_runs(params)
@@ -338,6 +401,10 @@ def settings_read(cfg: dict) -> list[str]:
         keys += ["stack_seeds"]
     if cfg["finetune"] != "scratch":
         keys += ["finetune", "lr_backbone_factor"]
+    if cfg["processes"] > 1:
+        keys += ["processes"]
+    if cfg["lr_scaling"] != "none":
+        keys += ["lr_scaling", "lr_base_batch"]
     return list(dict.fromkeys(keys))
 
 
@@ -368,12 +435,21 @@ def backbone_config(params: dict, profile: str | None = None) -> dict:
     }
 
 
+def download_config(entry: dict) -> dict:
+    """What the download stage reads of one dataset: an archive's sources and MD5s (the same
+    file as before image folders existed, so no download reruns), or an image folder's keys."""
+    if entry["kind"] == "archives":
+        return {"sources": entry["sources"], "md5": entry["md5"]}
+    return {k: entry[k] for k in ("kind", "sources", "image_size", "sha256")}
+
+
 def stage_configs(params: dict) -> dict[str, dict]:
     """Every file the ``configs`` stage writes, by path under ``configs/``, for the active
     profile: one per run, and one per data stage with exactly what that stage reads."""
     prof = params["profiles"][params["profile"]]
     files = {f"runs/{name}.json": run_config(params, name) for name in run_names(params)}
-    files["download.json"] = {ds: params["download"][ds] for ds in prof["datasets"]}
+    download = params["download"]
+    files["download.json"] = {ds: download_config(download[ds]) for ds in prof["datasets"]}
     files["splits.json"] = prof["splits"]
     files["backbone.json"] = backbone_config(params)
     files["evaluate.json"] = {"profile": params["profile"], **params["evaluate"]}

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
+from ltcifar import ddp
 from ltcifar.augment import crop_flip, to_input
 from ltcifar.data import SplitData
 from ltcifar.device import autocast_for, compiled
@@ -170,7 +171,9 @@ def train(
 ) -> TrainResult:
     """Train one run for one seed; resume from ``ckpt_path`` if it holds this very run.
 
-    ``backbone`` is the state_dict a transfer run starts from (all but the new head)."""
+    ``backbone`` is the state_dict a transfer run starts from (all but the new head). In a
+    process group (``processes: N``, see ``ltcifar.ddp``) every rank calls this; only rank 0
+    validates, logs and checkpoints, and only its result is meant to be saved."""
     if cfg["posthoc_tau_grid"] and len(data.y_val) == 0:
         raise PipelineError(
             f"run {cfg['name']!r}: posthoc_tau_grid chooses tau on a validation set, but split "
@@ -187,9 +190,12 @@ def train(
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg["deterministic"]
         torch.use_deterministic_algorithms(cfg["deterministic"])
-    gen = torch.Generator(device).manual_seed(seed)
-    C, n, bs = data.num_classes, len(data.y), min(cfg["batch_size"], len(data.y))
-    steps = n // bs
+    world = ddp.current()
+    gen = torch.Generator(device).manual_seed(seed)  # the same draws on every rank
+    own = ddp.rank_generator(gen, seed, world)  # this rank's own draws (augmentation)
+    C, n = data.num_classes, len(data.y)
+    bs = min(ddp.check(cfg, world), n // world.size)  # this rank's share of the batch
+    steps, images = n // (bs * world.size), bs * world.size  # images: of a step, all ranks
     model = build_model(cfg["model"], C, data.in_channels, **model_options(cfg))
     if backbone is not None:
         init_from_backbone(model, backbone)
@@ -197,7 +203,7 @@ def train(
     model = model.to(device)
     if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
-    fwd = compiled(model, device, cfg)
+    fwd = compiled(ddp.wrap(model, device, world), device, cfg)
     opt = make_optimizer(model, cfg, device)
     factor = lr_factor(cfg, steps)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
@@ -211,12 +217,14 @@ def train(
         """Augmented, normalised images and one-hot targets of the given indices."""
         xb = data.x[idx]
         if cfg["augment"]:
-            xb = crop_flip(xb, gen, 4, cfg["pad_mode"])
+            xb = crop_flip(xb, own, 4, cfg["pad_mode"])
         x = to_input(xb, data.mean, data.std, cfg["channels_last"])
         return x, one_hot[data.y[idx]]
 
     def balanced_indices(n: int) -> torch.Tensor:
-        return class_weighted_draw(data.y, data.counts, torch.ones_like(data.counts), n, gen)
+        """n class-balanced indices for this rank: its shard of a draw for every rank."""
+        ones = torch.ones_like(data.counts)
+        return ddp.shard(class_weighted_draw(data.y, data.counts, ones, n * world.size, gen), world)
 
     history: list[dict[str, float]] = []
     best = {"score": -1.0, "epoch": -1, "state": None}
@@ -229,26 +237,31 @@ def train(
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
             gen.set_state(ck["gen"].cpu())
+            if world.size > 1:
+                own.set_state(ck["rank_gens"][world.rank].cpu())
             torch.set_rng_state(ck["rng"].cpu())
             start, history, best = ck["epoch"], ck["history"], ck["best"]
             print(f"resuming {cfg['name']} seed {seed} from epoch {start} ({ckpt_path})")
+    log = log if world.main else None
     if log is not None:  # replay what a killed run had logged, so the logs stay whole
         for epoch, row in enumerate(history):
             log(epoch, row)
 
     last_ok = torch.full((), math.nan, device=device)  # the last finite training loss
     bar = tqdm(
-        total=cfg["epochs"] * steps * bs,
-        initial=start * steps * bs,
+        total=cfg["epochs"] * steps * images,
+        initial=start * steps * images,
         unit="img",
         unit_scale=True,
         desc=f"{cfg['name']} s{seed}",
         dynamic_ncols=True,
+        disable=not world.main,
     )
     for epoch in range(start, cfg["epochs"]):
         train_mode(model, cfg["finetune"])
         t0 = time.perf_counter()
-        order = SAMPLERS[sampler_for(cfg, epoch)](data.y, data.counts, epoch, cfg["epochs"], gen)
+        sampler = SAMPLERS[sampler_for(cfg, epoch)]
+        order = ddp.shard(sampler(data.y, data.counts, epoch, cfg["epochs"], gen), world)
         step_mix = mix(Epoch(steps, bs, gen, balanced_indices, batch))
         loss_sum = torch.zeros((), device=device)
         ok = torch.ones((), dtype=torch.bool, device=device)  # every loss so far finite
@@ -271,27 +284,28 @@ def train(
             n_ok += ok
             last_ok = torch.where(ok, loss.detach().float(), last_ok)
             preds[s * bs : (s + 1) * bs] = logits.detach().argmax(1)
-            bar.update(bs)
+            bar.update(images)
         conf = confusion(data.y[order[: steps * bs]], preds, C)  # each image's own label
+        ddp.reduce_epoch(loss_sum, n_ok, conf, world)
         # the epoch's one host-device sync
         total, good_steps, last = torch.stack([loss_sum.float(), n_ok, last_ok]).tolist()
         if good_steps < steps:
             bar.close()
-            lr = cfg["lr"] * factor(epoch * steps + int(good_steps))  # the head group's
+            lr = scaled_lr(cfg) * factor(epoch * steps + int(good_steps))  # the head group's
             raise PipelineError(_non_finite(cfg, seed, epoch, int(good_steps), steps, last, lr))
         train_loss = total / steps
-        img_per_s = steps * bs / (time.perf_counter() - t0)
+        img_per_s = steps * images / (time.perf_counter() - t0)
         row = {
             "train/loss": train_loss,
             **{f"train/{k}": v for k, v in summarize(conf.cpu().numpy()).items()},
-            **_validate(model, data, cfg),
+            **(_validate(model, data, cfg) if world.main else {}),
             "lr": opt.param_groups[-1]["lr"],
             "img_per_s": img_per_s,
         }
         history.append(row)
         if log is not None:
             log(epoch, row)
-        if cfg["checkpoint"] == "best_val" and row["val/macro_f1"] > best["score"]:
+        if world.main and cfg["checkpoint"] == "best_val" and row["val/macro_f1"] > best["score"]:
             best = {
                 "score": row["val/macro_f1"],
                 "epoch": epoch,
@@ -306,38 +320,52 @@ def train(
         )
         done = epoch + 1
         if ckpt_path is not None and (done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"]):
-            save_atomic(
-                {
-                    "fingerprint": fp,
-                    "device": device.type,  # a generator's state fits only its own device type
-                    "config": run_cfg,  # so a mismatch can name the keys that changed
-                    "epoch": done,
-                    "model": model.state_dict(),
-                    "opt": opt.state_dict(),
-                    "sched": sched.state_dict(),
-                    "gen": gen.get_state(),
-                    "rng": torch.get_rng_state(),
-                    "history": history,
-                    "best": best,
-                },
-                ckpt_path,
-            )
+            ranks = {"rank_gens": ddp.gather_state(own, world)} if world.size > 1 else {}
+            if world.main:
+                save_atomic(
+                    {
+                        "fingerprint": fp,
+                        "device": device.type,  # a generator's state fits only its own device type
+                        "config": run_cfg,  # so a mismatch can name the keys that changed
+                        "epoch": done,
+                        "model": model.state_dict(),
+                        "opt": opt.state_dict(),
+                        "sched": sched.state_dict(),
+                        "gen": gen.get_state(),
+                        "rng": torch.get_rng_state(),
+                        "history": history,
+                        "best": best,
+                        **ranks,
+                    },
+                    ckpt_path,
+                )
     bar.close()
     if cfg["checkpoint"] == "best_val":
         state, selected = best["state"], best["epoch"]
     else:
         state, selected = model.state_dict(), cfg["epochs"] - 1
     tau = cfg["posthoc_tau"]
-    if cfg["posthoc_tau_grid"]:  # chosen on the validation images, never the test set
+    if cfg["posthoc_tau_grid"] and world.main:  # chosen on validation images, never the test set
         model.load_state_dict(state)
         raw = predict(model, data.x_val, data.mean, data.std, {**cfg, "posthoc_tau": 0.0})
         tau = choose_posthoc_tau(raw, data.y_val, data.counts, cfg["posthoc_tau_grid"])
     return TrainResult(state, history, selected, tau)
 
 
+def scaled_lr(cfg: dict) -> float:
+    """The base lr for the run's global batch: ``lr_scaling: linear`` multiplies ``lr`` by
+    batch_size / lr_base_batch (Goyal et al. 2017), ``sqrt`` by its square root (Hoffer et
+    al. 2017), ``none`` keeps it; so a run moved to more GPUs with a larger batch says how."""
+    if cfg["lr_scaling"] == "none":
+        return cfg["lr"]
+    ratio = cfg["batch_size"] / cfg["lr_base_batch"]
+    return cfg["lr"] * (ratio if cfg["lr_scaling"] == "linear" else ratio**0.5)
+
+
 def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device) -> torch.optim.SGD:
     """The run's SGD over its trainable parameters (backbone and head groups, see
-    ``transfer.param_groups``), shared by separate and stacked training."""
+    ``transfer.param_groups``) at ``scaled_lr``, shared by separate and stacked training."""
+    cfg = {**cfg, "lr": scaled_lr(cfg)}
     return torch.optim.SGD(
         param_groups(model, cfg),
         lr=cfg["lr"],

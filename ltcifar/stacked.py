@@ -38,6 +38,7 @@ from ltcifar.engine import (
     lr_factor,
     make_optimizer,
     save_atomic,
+    scaled_lr,
 )
 from ltcifar.errors import PipelineError
 from ltcifar.inference import choose_posthoc_tau, predict
@@ -185,6 +186,8 @@ def refusal(cfg: dict, data: SplitData) -> str | None:
         return f"model {cfg['model']!r} is not a CIFAR net; only those are stacked"
     if cfg["finetune"] != "scratch":
         return f"finetune {cfg['finetune']!r} starts from a backbone; stacking trains from scratch"
+    if cfg["processes"] > 1:
+        return f"processes: {cfg['processes']} trains over ranks; stacking trains in one process"
     if (cfg["posthoc_tau_grid"] or cfg["checkpoint"] == "best_val") and len(data.y_val) == 0:
         return (
             "posthoc_tau_grid and checkpoint: best_val need a validation set; this split has none"
@@ -331,7 +334,7 @@ def train_stacked(
         totals, good, lasts = torch.stack([loss_sum.float(), n_ok, last_ok]).tolist()
         for s, seed in enumerate(seeds):
             if good[s] < steps:
-                lr = cfg["lr"] * factor(epoch * steps + int(good[s]))  # the head group's
+                lr = scaled_lr(cfg) * factor(epoch * steps + int(good[s]))  # the head group's
                 raise PipelineError(
                     _non_finite(cfg, seed, epoch, int(good[s]), steps, lasts[s], lr)
                 )

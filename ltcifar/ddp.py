@@ -1,0 +1,117 @@
+"""One run over N processes with DistributedDataParallel (``processes: N``; NCCL on CUDA, gloo
+on the CPU), launched by the train stage through ``torchrun``.
+
+Every rank draws the epoch's global order from the same generator (same seed, same draws) and
+trains on its strided shard, so the ranks' batches of a step are together exactly the batch a
+one-process run takes: any sampler's class balance holds over the pooled ranks, and on each rank
+in expectation. Randomness a rank needs for itself (augmentation, Balanced-MixUp's partner
+batch) comes from a per-rank generator or from a global draw sharded the same way. ``batch_size``
+is the global batch (each rank takes batch_size / N); the lr follows ``lr_scaling``. Gradients
+are averaged over ranks (DDP's all-reduce), BatchNorm statistics stay per rank (SyncBatchNorm is
+CUDA-only). Only rank 0 validates, logs, checkpoints and writes the model.
+"""
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from ltcifar.errors import PipelineError
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+
+    @property
+    def main(self) -> bool:
+        """The rank that validates, logs and writes files."""
+        return self.rank == 0
+
+
+def current() -> World:
+    """This process's place in the initialised process group; one process without one."""
+    if dist.is_available() and dist.is_initialized():
+        return World(dist.get_rank(), dist.get_world_size())
+    return World()
+
+
+def under_torchrun(env: dict[str, str] | None = None) -> bool:
+    return "LOCAL_RANK" in (os.environ if env is None else env)
+
+
+def relaunch(processes: int, args: list[str]) -> int:
+    """Run ``python -m <args>`` as ``processes`` ranks on this machine (torchrun); its status."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    cmd += [f"--nproc_per_node={processes}", "-m", *args]
+    return subprocess.run(cmd, check=False).returncode
+
+
+def join(device: torch.device) -> tuple[World, torch.device]:
+    """Join the process group torchrun set up; on CUDA each rank takes GPU ``LOCAL_RANK``."""
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return current(), device
+
+
+def check(cfg: dict, world: World) -> int:
+    """The per-rank batch size, after checking that this run is meant for this many ranks."""
+    if cfg["processes"] != world.size:
+        raise PipelineError(
+            f"run {cfg['name']!r} asks for processes: {cfg['processes']} but runs in "
+            f"{world.size}; start it with the train stage, which launches torchrun"
+        )
+    if cfg["batch_size"] % world.size:
+        raise PipelineError(
+            f"run {cfg['name']!r}: batch_size {cfg['batch_size']} (the global batch) must be a "
+            f"multiple of processes: {world.size}"
+        )
+    return cfg["batch_size"] // world.size
+
+
+def shard(indices: torch.Tensor, world: World) -> torch.Tensor:
+    """This rank's strided share of a global draw: rank r takes positions r, r + N, ..."""
+    return indices[world.rank :: world.size] if world.size > 1 else indices
+
+
+def rank_generator(gen: torch.Generator, seed: int, world: World) -> torch.Generator:
+    """The generator of this rank's own draws: ``gen`` itself in one process (so its results
+    are those of a run without DDP), else one seeded by (seed, rank), apart from ``gen``."""
+    if world.size == 1:
+        return gen
+    return torch.Generator(gen.device).manual_seed(1_000_003 * (seed + 1) + world.rank)
+
+
+def wrap(model: torch.nn.Module, device: torch.device, world: World) -> torch.nn.Module:
+    """The model whose backward all-reduces gradients (averaged over ranks), in a group."""
+    if world.size == 1:
+        return model
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def reduce_epoch(
+    loss_sum: torch.Tensor, good_steps: torch.Tensor, conf: torch.Tensor, world: World
+) -> None:
+    """In place, once per epoch: the ranks' mean loss, the fewest finite steps of any rank,
+    and the pooled training confusion matrix."""
+    if world.size == 1:
+        return
+    dist.all_reduce(loss_sum)
+    loss_sum /= world.size
+    dist.all_reduce(good_steps, op=dist.ReduceOp.MIN)
+    dist.all_reduce(conf)
+
+
+def gather_state(gen: torch.Generator, world: World) -> list[torch.Tensor]:
+    """Every rank's generator state (for rank 0's checkpoint), so a resumed rank goes on with
+    its own stream."""
+    states: list = [None] * world.size
+    dist.all_gather_object(states, gen.get_state())
+    return states
