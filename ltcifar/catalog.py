@@ -42,6 +42,14 @@ MODELS: dict[str, tuple[str, ...]] = {
 
 DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "fashion_mnist")
 
+_HEAD_SGD = ("epochs", "batch_size", "lr", "momentum", "weight_decay")
+SECOND_STAGES: dict[str, tuple[str, ...]] = {
+    "crt": _HEAD_SGD,
+    "lws": _HEAD_SGD,
+    "tau_norm": ("tau_grid",),
+    "maxnorm": (*_HEAD_SGD, "max_norm", "beta"),
+}
+
 # Settings of features a run may leave off; a resolved config omits them when off, and
 # ``ltcifar.runconfig.read_run_config`` puts these values back so the engine needs no special case.
 OFF: dict[str, object] = {

@@ -52,12 +52,16 @@ def choose_posthoc_tau(
     prior = log_prior(counts.to(logits.device))
     best, best_score = grid[0], -1.0
     for tau in grid:
-        pred = (logits - tau * prior).argmax(1)
-        recalls = [(pred[y == c] == c).float().mean() for c in torch.unique(y)]
-        score = float(torch.stack(recalls).mean())
+        score = balanced_recall((logits - tau * prior).argmax(1), y)
         if score > best_score:
             best, best_score = tau, score
     return float(best)
+
+
+def balanced_recall(pred: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean per-class recall over the classes present in ``y`` (a class without validation
+    images, the head of an exact LT split, is left out rather than scored 0)."""
+    return float(torch.stack([(pred[y == c] == c).float().mean() for c in torch.unique(y)]).mean())
 
 
 def load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:

@@ -1,0 +1,214 @@
+"""The decoupled second stage: a finished run's classifier re-balanced, its backbone frozen.
+
+Kang et al. 2020 ("Decoupling representation and classifier") showed that a network trained on
+the long-tailed set learns good features and a biased classifier, and that fixing the classifier
+alone recovers the tail: re-training it on class-balanced batches (``crt``), rescaling its
+weight norms (``tau_norm``), or learning one scale per class (``lws``). Alshammari et al. 2022
+("Long-tailed recognition via weight balancing") fine-tune it with a class-balanced loss, strong
+weight decay and a max-norm constraint (``maxnorm``). Each registered method changes only the
+classifier (the head, a linear layer) of a trained model, in place: the backbone runs in eval
+mode under no_grad (its weights and BatchNorm statistics are never touched), so the first stage
+is never retrained. Heads train on the frozen backbone's features of augmented batches drawn
+per epoch, as the first stage drew them; nothing reads the test set (tau is chosen on the
+validation images).
+"""
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+from ltcifar import catalog
+from ltcifar.augment import crop_flip, to_input
+from ltcifar.data import SplitData
+from ltcifar.engine import lr_factor, sgd_kernel
+from ltcifar.errors import PipelineError
+from ltcifar.inference import balanced_recall
+from ltcifar.losses import build_loss
+from ltcifar.models import CifarNet
+from ltcifar.registry import Registry
+from ltcifar.samplers import SAMPLERS
+
+SECOND_STAGES = Registry("second stage", catalog.SECOND_STAGES)
+Logits = Callable[[torch.Tensor], torch.Tensor]
+
+
+def classifier(model: nn.Module) -> nn.Linear:
+    """The model's linear head (CIFAR nets: ``fc``; torchvision nets: ``net.fc``)."""
+    head = model.fc if isinstance(model, CifarNet) else model.net.fc
+    if not isinstance(head, nn.Linear):
+        kind = type(head).__name__
+        raise PipelineError(f"the second stage re-balances a linear classifier, not a {kind}")
+    return head
+
+
+@contextmanager
+def headless(model: nn.Module) -> Iterator[nn.Module]:
+    """The model with its head swapped for the identity, so it returns the head's input."""
+    owner = model if isinstance(model, CifarNet) else model.net
+    head = owner.fc
+    owner.fc = nn.Identity()
+    try:
+        yield model
+    finally:
+        owner.fc = head
+
+
+def features(model: nn.Module, x: torch.Tensor, data: SplitData, cfg: dict) -> torch.Tensor:
+    """fp32 features of uint8 images (no augmentation), in eval-batch-size chunks."""
+    model.eval()
+    bs = cfg["eval_batch_size"]
+    with torch.inference_mode(), headless(model) as net:
+        return torch.cat(
+            [
+                net(to_input(x[i : i + bs], data.mean, data.std, cfg["channels_last"])).float()
+                for i in range(0, len(x), bs)
+            ]
+        )
+
+
+def fit(
+    model: nn.Module,
+    data: SplitData,
+    cfg: dict,
+    params: list[torch.Tensor],
+    logits: Logits,
+    gen: torch.Generator,
+    after_step: Callable[[], None] = lambda: None,
+) -> None:
+    """SGD on ``params`` only, for ``cfg['epochs']``, with the method's sampler and loss: each
+    step augments a batch as the first stage did, takes its features from the frozen backbone,
+    and trains ``logits(features)``; the lr follows a per-step cosine to 0."""
+    model.eval()
+    C, bs = data.num_classes, min(cfg["batch_size"], len(data.y))
+    steps, one_hot = len(data.y) // bs, torch.eye(C, device=data.y.device)
+    opt = torch.optim.SGD(
+        params,
+        lr=cfg["lr"],
+        momentum=cfg["momentum"],
+        weight_decay=cfg["weight_decay"],
+        **sgd_kernel(data.y.device),
+    )
+    schedule = {"epochs": cfg["epochs"], "warmup_epochs": 0, "schedule": "cosine"}
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(schedule, steps))
+    loss_fn = build_loss(cfg, data.counts)
+    for epoch in range(cfg["epochs"]):
+        order = SAMPLERS[cfg["sampler"]](data.y, data.counts, epoch, cfg["epochs"], gen)
+        for s in range(steps):
+            idx = order[s * bs : (s + 1) * bs]
+            xb = data.x[idx]
+            if cfg["augment"]:
+                xb = crop_flip(xb, gen, 4, cfg["pad_mode"])
+            with torch.no_grad(), headless(model) as net:
+                f = net(to_input(xb, data.mean, data.std, cfg["channels_last"])).float()
+            loss = loss_fn(logits(f), one_hot[data.y[idx]], epoch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            after_step()
+
+
+@SECOND_STAGES.register("crt")
+def crt(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) -> dict:
+    """Classifier re-training: the head re-initialised, then trained on class-balanced batches
+    with cross-entropy."""
+    head = classifier(model)
+    head.reset_parameters()
+    fit(model, data, cfg, [head.weight, head.bias], head, gen)
+    return {}
+
+
+@SECOND_STAGES.register("lws")
+def lws(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) -> dict:
+    """Learnable weight scaling: one scale per class on the logits, trained on class-balanced
+    batches with the head fixed, then folded into the head (f_c (w_c x + b_c))."""
+    head = classifier(model)
+    scales = torch.ones(data.num_classes, device=head.weight.device, requires_grad=True)
+    head.requires_grad_(False)
+    fit(model, data, cfg, [scales], lambda f: head(f) * scales, gen)
+    with torch.no_grad():
+        head.weight.mul_(scales[:, None])
+        head.bias.mul_(scales)
+    head.requires_grad_(True)
+    scales = scales.detach()
+    return {"lws_scale_min": float(scales.min()), "lws_scale_max": float(scales.max())}
+
+
+def tau_normalised(weight: torch.Tensor, tau: float) -> torch.Tensor:
+    """w_c / ||w_c||^tau for every class c (tau = 0: unchanged, 1: unit norms)."""
+    return weight / weight.norm(dim=1, keepdim=True) ** tau
+
+
+@SECOND_STAGES.register("tau_norm")
+def tau_norm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) -> dict:
+    """tau-normalisation of the classifier's weights (bias kept), tau from ``tau_grid`` by the
+    best mean per-class recall on the validation images; the first in grid order on ties."""
+    if len(data.y_val) == 0:
+        raise PipelineError("tau_norm chooses tau on validation images; the split has none")
+    head = classifier(model)
+    feats, weight = features(model, data.x_val, data, cfg), head.weight.detach().clone()
+    best, best_score = cfg["tau_grid"][0], -1.0
+    for tau in cfg["tau_grid"]:
+        pred = (feats @ tau_normalised(weight, tau).T + head.bias.detach()).argmax(1)
+        score = balanced_recall(pred, data.y_val)
+        if score > best_score:
+            best, best_score = tau, score
+    with torch.no_grad():
+        head.weight.copy_(tau_normalised(weight, best))
+    return {"tau": best}
+
+
+def max_norm_threshold(weight: torch.Tensor, thresh: float) -> float:
+    """The weight-balancing code's per-layer threshold: min + thresh x (max - min) of the class
+    weights' norms at the start of the second stage."""
+    norms = weight.norm(dim=1)
+    return float(norms.min() + thresh * (norms.max() - norms.min()))
+
+
+def project_max_norm(weight: torch.Tensor, limit: float) -> None:
+    """Projected gradient descent's projection: scale every class weight whose norm exceeds
+    ``limit`` back onto the ball (the others are left alone)."""
+    with torch.no_grad():
+        weight.mul_((limit / weight.norm(dim=1, keepdim=True)).clamp(max=1.0))
+
+
+@SECOND_STAGES.register("maxnorm")
+def maxnorm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) -> dict:
+    """Weight balancing's second stage: the head (kept, not re-initialised) fine-tuned with the
+    class-balanced loss (effective number, beta), weight decay and a max-norm constraint on each
+    class weight, projected after every step. The authors' code (LTR-weight-balancing, demo 2)
+    uses thresh 0.1, weight decay 0.1, lr 0.01, batch 64, 10 epochs, cosine, instance sampling;
+    its CB loss is binary cross-entropy on softmax probabilities, where this is Cui et al.'s
+    weighted softmax cross-entropy (the paper's formula)."""
+    head = classifier(model)
+    limit = max_norm_threshold(head.weight.detach(), cfg["max_norm"])
+    project_max_norm(head.weight, limit)  # start on the constraint set, as PGD requires
+    fit(
+        model,
+        data,
+        cfg,
+        [head.weight, head.bias],
+        head,
+        gen,
+        lambda: project_max_norm(head.weight, limit),
+    )
+    return {"max_norm_limit": limit}
+
+
+def method_config(cfg: dict) -> dict:
+    """The loss and sampler each method trains with, on top of its settings: cRT and LWS use
+    cross-entropy on class-balanced batches, MaxNorm the class-balanced loss on instance ones."""
+    if cfg["method"] == "maxnorm":
+        over = {"loss": "weighted_ce", "weighting": "effective", "sampler": "instance"}
+    else:
+        over = {"loss": "cross_entropy", "label_smoothing": 0.0, "sampler": "class_balanced"}
+    return {**cfg, **over, "drw_from": 1.0}
+
+
+def run_second_stage(model: nn.Module, data: SplitData, cfg: dict, seed: int) -> dict:
+    """Apply the method of ``cfg`` to a trained model in place; what it chose (tau, scales)."""
+    torch.manual_seed(seed)
+    gen = torch.Generator(data.y.device).manual_seed(seed)
+    return SECOND_STAGES[cfg["method"]](model, data, method_config(cfg), gen)

@@ -1,0 +1,41 @@
+"""DVC stage `second_stage@<name>`: re-balance the classifier of every seed of a finished run.
+
+Usage: python -m stages.second_stage <name>   (a key of params.yaml `second_stages`)
+Reads configs/second/<name>.json, the first run's models/<run>/seed<k>.pt and its split's
+training and validation images (never the test set). Writes models/<name>/seed<k>.pt in the
+train stage's format, so the evaluate stage scores it like any run. The first run is never
+retrained: only its classifier changes (see ``ltcifar.second_stage``).
+"""
+
+import sys
+from pathlib import Path
+
+from ltcifar.data import load_split
+from ltcifar.device import device_name, select_device
+from ltcifar.engine import save_atomic
+from ltcifar.errors import run_stage
+from ltcifar.inference import load_trained
+from ltcifar.runconfig import read_config
+from ltcifar.second_stage import run_second_stage
+
+
+def main() -> None:
+    name = sys.argv[1]
+    cfg = read_config(f"second/{name}.json")
+    device = select_device()
+    data = load_split(cfg["split"], device)
+    for seed in cfg["seeds"]:
+        model, saved = load_trained(Path("models") / cfg["run"] / f"seed{seed}.pt", device)
+        chosen = run_second_stage(model, data, cfg, seed)
+        config = {**saved["config"], "name": name, "second_stage": cfg["method"], **chosen}
+        state = {"state_dict": model.state_dict(), "config": config, "device": device_name(device)}
+        save_atomic({**saved, **state}, Path("models") / name / f"seed{seed}.pt")
+        shown = ", ".join(f"{k} {v:.4g}" for k, v in chosen.items())
+        print(
+            f"{name}: {cfg['method']} on {cfg['run']} seed {seed}"
+            + (f" ({shown})" if shown else "")
+        )
+
+
+if __name__ == "__main__":
+    run_stage(main)
