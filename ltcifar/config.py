@@ -24,6 +24,13 @@ from pathlib import Path
 from ltcifar import catalog
 from ltcifar.methods import check
 from ltcifar.params import REQUIRED, Field, MapOf, ParamsError, printable, read_yaml, validate
+from ltcifar.second_config import (
+    SECOND,
+    check_second_stage,
+    evaluated_config,
+    needs_validation,
+    second_config,
+)
 
 CANDIDATE = "candidate"
 BACKBONE = "backbone"
@@ -127,6 +134,7 @@ STRUCTURE = {
     "recipe": RECIPE,
     "runs": MapOf(Field(dict), required=False),
     "transfer_runs": MapOf(Field(dict), required=False),
+    "second_stages": MapOf(SECOND, required=False),
     "profiles": MapOf(
         {
             "datasets": Field(str, list_of=True),  # names declared under download
@@ -331,7 +339,22 @@ def load(path: str | Path = "params.yaml") -> dict:
         where = "the candidate" if name == CANDIDATE else f"{run_group(params, name)}.{name}"
         for pname in params["profiles"]:
             check(resolve_run(params, name, pname), f"{where} (profile {pname})")
+    _check_second_stages(params)
     return params
+
+
+def _check_second_stages(params: dict) -> None:
+    runs = all_runs(params)
+    for name, entry in params["second_stages"].items():
+        known = entry["run"] in runs
+        resolved = {p: resolve_run(params, entry["run"], p) for p in params["profiles"] if known}
+        check_second_stage(name, entry, runs, resolved)
+        for pname, prof in params["profiles"].items():
+            if needs_validation(entry) and not prof["splits"][entry["split"]]["val_per_class"]:
+                raise ParamsError(
+                    f"second_stages.{name}: tau_norm chooses tau on validation images, but "
+                    f"profiles.{pname}.splits.{entry['split']}.val_per_class is 0"
+                )
 
 
 def all_runs(params: dict) -> dict:
@@ -453,6 +476,10 @@ def stage_configs(params: dict) -> dict[str, dict]:
     files["splits.json"] = prof["splits"]
     files["backbone.json"] = backbone_config(params)
     files["evaluate.json"] = {"profile": params["profile"], **params["evaluate"]}
+    for name, entry in params["second_stages"].items():
+        first = run_config(params, entry["run"])
+        files[f"second/{name}.json"] = second_config(name, entry, first)
+        files[f"runs/{name}.json"] = evaluated_config(name, entry, first)
     return files
 
 

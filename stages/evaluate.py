@@ -1,7 +1,8 @@
 """DVC stage `evaluate` / `evaluate_runs@<run>`: score every seed of a run on the test set.
 
 Usage: python -m stages.evaluate <run>
-Reads configs/runs/<run>.json, configs/evaluate.json, the run's models and the test set.
+Reads configs/runs/<run>.json, configs/evaluate.json, the run's models and the test set (a
+second stage's models too: `evaluate_second@<name>`).
 Writes metrics/<run>.json (compact: mean, std and per-seed values, for `dvc metrics diff`),
 metrics/<run>/per_class.csv and metrics/<run>/confusion.csv (for `dvc plots`).
 This is the only stage that reads test images, and it only ever scores finished models.
@@ -109,6 +110,8 @@ def main() -> None:
             "mode": cfg["finetune"],
             "params": info["params"],
             "trainable_params": info["trainable_params"],
+            "posthoc": bool(cfg["posthoc_tau_grid"]) or cfg["posthoc_tau"] > 0,
+            **{k: cfg[k] for k in ("second_stage", "first_stage") if k in cfg},
         },
     }
     out = Path("metrics") / run

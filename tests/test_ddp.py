@@ -163,6 +163,7 @@ def test_the_train_stage_launches_torchrun_for_a_run_with_processes(tmp_path: Pa
     params["profiles"]["full"]["splits"] = {"step": params["profiles"]["full"]["splits"]["step"]}
     params["runs"] = {"ddp": {"split": "step", "processes": 2, "batch_size": 32}}
     params["transfer_runs"] = {}
+    params["second_stages"] = {}
     init_repo(tmp_path, params)
     out = sh("dvc", "repro", "evaluate_runs@ddp", cwd=tmp_path)
     assert {"train_runs@ddp", "evaluate_runs@ddp"} <= ran(out)

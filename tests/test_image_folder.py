@@ -346,6 +346,7 @@ def test_dvc_repro_trains_and_evaluates_on_an_image_folder(tmp_path: Path):
     params.update(profile="own", split="lt", loss="balanced_softmax", mixup="balanced_mixup")
     params["runs"] = {"lt_ce": {"split": "lt"}}
     params["transfer_runs"] = {"lt_linear": {"split": "lt", "finetune": "linear"}}
+    params["second_stages"] = {}
     init_repo(repo, params)
     out = sh("dvc", "repro", "evaluate", cwd=repo)
     stages = {"configs", "download", "prepare", "lt_index", "train", "evaluate"}

@@ -103,7 +103,7 @@ def _params(raw_dir: Path) -> dict:
     quick["splits"] = {"step": step}
     quick["budget"].update(epochs=3, batch_size=16, checkpoint_every=1, seeds=[0])
     params["profiles"]["full"]["splits"] = {"step": params["profiles"]["full"]["splits"]["step"]}
-    params.update(split="step", runs={}, transfer_runs={})
+    params.update(split="step", runs={}, transfer_runs={}, second_stages={})
     files = sorted(raw_dir.iterdir())
     params["download"]["fashion_mnist"] = {
         "sources": [str(raw_dir)],

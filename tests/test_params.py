@@ -184,6 +184,7 @@ def test_resolve_run_precedence(tmp_path, raw):
             "own": {"split": "exp100", "model": "plainnet20", "epochs": 3, "momentum": 0.5},
         }
         d["transfer_runs"] = {"tl": {"split": "balanced", "finetune": "linear", "epochs": 9}}
+        d["second_stages"] = {}
         d["profiles"]["full"]["backbone"]["recipe"]["lr"] = 0.03
 
     params = load_modified(tmp_path, raw, edit)

@@ -43,6 +43,9 @@ def repo(tmp_path_factory) -> Path:
     params["profiles"]["full"]["splits"] = {"step": params["profiles"]["full"]["splits"]["step"]}
     params["runs"] = {"ce": {"split": "step"}, "focal": {"split": "step", "loss": "focal"}}
     params["transfer_runs"] = {"transfer_linear": {"split": "step", "finetune": "linear"}}
+    params["second_stages"] = {
+        "ce_crt": {"run": "ce", "split": "step", "method": "crt", "epochs": 1}
+    }
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", cwd=repo)
     sh("dvc", "init", "-q", cwd=repo)
@@ -70,6 +73,8 @@ def test_repro_writes_every_output(repo):
         "metrics/ce/per_class.csv",
         "models/transfer_linear/seed0.pt",
         "metrics/transfer_linear.json",
+        "models/ce_crt/seed0.pt",
+        "metrics/ce_crt.json",
         "reports/REPORT.md",
     ):
         assert (repo / path).exists(), path
@@ -109,6 +114,15 @@ def test_method_setting_reruns_only_its_runs(repo):
     assert ran(out) == {"configs", "train_runs@focal", "evaluate_runs@focal", "report"}, out
     out = sh("dvc", "exp", "run", "-S", "recipe.la_tau=0.5", cwd=repo)
     assert ran(out) == {"configs"}, out  # no run uses logit_adjusted
+
+
+def test_second_stage_setting_reruns_it_and_never_its_first_stage(repo):
+    before = (repo / "models/ce/seed0.pt").read_bytes()
+    out = sh("dvc", "exp", "run", "-S", "second_stages.ce_crt.epochs=2", cwd=repo)
+    assert ran(out) == {"configs", "second_stage@ce_crt", "evaluate_second@ce_crt", "report"}, out
+    assert (repo / "models/ce/seed0.pt").read_bytes() == before
+    run = json.loads((repo / "metrics/ce_crt.json").read_text())["run"]
+    assert (run["second_stage"], run["first_stage"]) == ("crt", "ce")
 
 
 @pytest.mark.parametrize(

@@ -306,9 +306,9 @@ def staged(tmp_path_factory) -> Path:
     return root
 
 
-def results_table(text: str) -> dict[str, dict[str, str]]:
-    """The results table of REPORT.md as {run: {column: cell}}."""
-    section = text.split("## Results on the test set", 1)[1].split("## Figures", 1)[0]
+def results_table(text: str, title: str = "Results on the test set") -> dict[str, dict[str, str]]:
+    """A table section of REPORT.md as {first cell: {column: cell}}."""
+    section = text.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
     lines = [ln for ln in section.splitlines() if ln.startswith("|")]
     header = [c.strip() for c in lines[0].strip("|").split(" | ")]
     rows = {}
@@ -359,6 +359,35 @@ def test_table_holds_mean_and_std_over_seeds(built):
     assert cand["accuracy"] == "0.8100" and cand["ECE"] == "" and cand["seeds"] == "1"
     # The baseline comes first among the step runs; the candidate leads the table.
     assert list(rows)[:2] == ["candidate", "step_ce"]
+
+
+def test_post_hoc_adjustment_is_matched_to_logit_adjustment_and_second_stages_to_nothing(
+    tmp_path,
+):
+    root = make_outputs(tmp_path)
+    c100 = {"split": "c100_exp100", "dataset": "cifar100", "profile": "full"}
+    write_run(root, "c100_posthoc_la", {**c100, "posthoc": True}, STEP_CE)
+    write_run(
+        root, "c100_ce_crt", {**c100, "second_stage": "crt", "first_stage": "c100_ce"}, STEP_CE
+    )
+    rows = results_table(build(root).read_text())
+    ref = "reference (not ours)"
+    assert rows["c100_posthoc_la"][ref] == "0.441 accuracy (google-research logit_adjustment)"
+    assert rows["c100_ce"][ref] == "0.383 accuracy (Cao et al. 2019)"
+    assert rows["c100_ce_crt"][ref] == ""
+
+
+def test_second_stage_table_sets_each_beside_its_first_stage(tmp_path):
+    root = make_outputs(tmp_path)
+    crt = {"split": "step", "dataset": "cifar10", "second_stage": "crt", "first_stage": "step_ce"}
+    write_run(root, "step_ce_crt", crt, {k: [x + 0.04 for x in v] for k, v in STEP_CE.items()})
+    text = build(root).read_text()
+    row = results_table(text, "Second stage")["step_ce_crt"]
+    assert (row["method"], row["first stage"]) == ("crt", "`step_ce`")
+    assert row["macro-F1: first"] == by_hand(STEP_CE["macro_f1"])
+    assert row["macro-F1: second"] == by_hand([x + 0.04 for x in STEP_CE["macro_f1"]])
+    assert row["macro-F1: change"] == "+0.0400"
+    assert "step_ce_crt" in results_table(text)  # and a row of the results table
 
 
 def test_runs_table_names_dataset_split_seeds_and_device(built):

@@ -40,7 +40,7 @@ def _project(root: Path, raw: Path) -> None:
     }
     quick["budget"].update(epochs=2, batch_size=16, seeds=[0])
     params["profiles"]["full"]["splits"] = {"step": params["profiles"]["full"]["splits"]["step"]}
-    params.update(split="step", runs={}, transfer_runs={})
+    params.update(split="step", runs={}, transfer_runs={}, second_stages={})
     params["download"]["fashion_mnist"] = {
         "sources": [str(raw)],
         "md5": {f.name: [md5_of(f)] for f in sorted(raw.iterdir())},

@@ -51,6 +51,7 @@ def remotes(tmp_path_factory) -> dict[str, Path]:
     params["profiles"]["full"]["splits"] = {"step": params["profiles"]["full"]["splits"]["step"]}
     params["runs"] = {"ce": {"split": "step"}}
     params["transfer_runs"] = {}
+    params["second_stages"] = {}
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     sh("git", "init", "-q", "-b", "main", cwd=repo)
     sh("dvc", "init", "-q", cwd=repo)
