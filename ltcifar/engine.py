@@ -255,7 +255,7 @@ def train(
         unit_scale=True,
         desc=f"{cfg['name']} s{seed}",
         dynamic_ncols=True,
-        disable=not world.main,
+        **({} if world.main else {"disable": True}),  # given, disable would beat TQDM_DISABLE
     )
     for epoch in range(start, cfg["epochs"]):
         train_mode(model, cfg["finetune"])

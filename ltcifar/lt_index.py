@@ -11,13 +11,13 @@ tau is chosen on the other classes, so the head class's cost of an adjustment go
 """
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
 
 from ltcifar.errors import PipelineError
 from ltcifar.files import write_text_atomic
+from ltcifar.runconfig import dumps
 
 
 def class_counts(spec: dict, num_classes: int, n_max: int) -> list[int]:
@@ -83,11 +83,7 @@ def build_index(name: str, spec: dict, labels: np.ndarray, classes: list[str]) -
 
 def write_index(index: dict, path: Path) -> None:
     """Write JSON with each flat list (a class's indices, the counts) on one line, for diffs."""
-    text = json.dumps(index, indent=2)
-    text = re.sub(
-        r"\[([^\[\]{}]*)\]", lambda m: "[" + re.sub(r"\n\s*", " ", m.group(1)).strip() + "]", text
-    )
-    write_text_atomic(path, text + "\n")
+    write_text_atomic(path, dumps(index))
 
 
 INDEX_KEYS = ("dataset", "classes", "counts", "val_counts", "total_train", "total_val")

@@ -184,7 +184,8 @@ def maxnorm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) 
     weighted softmax cross-entropy (the paper's formula)."""
     head = classifier(model)
     limit = max_norm_threshold(head.weight.detach(), cfg["max_norm"])
-    project_max_norm(head.weight, limit)  # start on the constraint set, as PGD requires
+    project_max_norm(head.weight, limit)  # the authors project after steps only; from the
+    # start too, every step's weights are feasible
     fit(
         model,
         data,
