@@ -12,7 +12,6 @@ The last line is ``RESULT j1_s=.. j2_s=.. speedup=.. cores=..``.
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +21,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.dvcrepo import ENV, copy_project, init_repo, sh  # noqa: E402
+from tests.dvcrepo import ENV, copy_project, drain_queue, init_repo, sh  # noqa: E402
 
 LOSSES = ["cross_entropy", "balanced_softmax", "focal", "weighted_ce"]
 
@@ -36,20 +35,6 @@ def shrunk_params(repo: Path) -> dict:
     params["runs"] = {"ce": {"split": "step"}}
     params["transfer_runs"], params["second_stages"] = {}, {}
     return params
-
-
-def drain(repo: Path, jobs: int, env: dict) -> float:
-    """Seconds from `dvc queue start -j jobs` until no experiment is queued or running."""
-    t0 = time.monotonic()
-    sh("dvc", "queue", "start", "-j", str(jobs), cwd=repo, env=env)
-    try:
-        while True:
-            status = sh("dvc", "queue", "status", cwd=repo, env=env)
-            if "Queued" not in status and "Running" not in status:
-                return time.monotonic() - t0
-            time.sleep(2)
-    finally:
-        subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True)
 
 
 def main() -> None:
@@ -80,7 +65,9 @@ def main() -> None:
                 cwd=repo,
                 env=env,
             )
-            times[jobs] = drain(repo, jobs, env)
+            t0 = time.monotonic()
+            drain_queue(repo, jobs, env, timeout=1800)
+            times[jobs] = time.monotonic() - t0
             print(f"-j {jobs}: {args.experiments} experiments in {times[jobs]:.1f} s", flush=True)
     cores = len(os.sched_getaffinity(0))
     print(f"RESULT j1_s={times[1]:.1f} j2_s={times[2]:.1f} speedup={times[1] / times[2]:.2f} "

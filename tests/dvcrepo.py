@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -52,3 +53,20 @@ def init_repo(root: Path, params: dict) -> None:
     sh("dvc", "init", "-q", cwd=root)
     sh("git", "add", "-A", cwd=root)
     sh("git", "commit", "-qm", "pipeline", cwd=root)
+
+
+def drain_queue(repo: Path, jobs: int, env: dict | None = None, timeout: float = 900) -> str:
+    """`dvc queue start -j jobs`, then wait until no experiment is queued or running; the last
+    `dvc queue status`. The workers are stopped whatever happens."""
+    env = env or ENV
+    sh("dvc", "queue", "start", "-j", str(jobs), cwd=repo, env=env)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            status = sh("dvc", "queue", "status", cwd=repo, env=env)
+            if "Queued" not in status and "Running" not in status:
+                return status
+            assert time.monotonic() < deadline, status
+            time.sleep(2)
+    finally:
+        subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True)

@@ -1,39 +1,15 @@
 """params.yaml validation: the repo's file loads, and each mistake fails with a helpful message."""
 
-import copy
-from pathlib import Path
-
 import pytest
-import yaml
 
 from ltcifar.config import CANDIDATE, load, resolve_run, run_config, run_names
 from ltcifar.params import ParamsError
-
-PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
+from tests.params_edit import PARAMS, error_of, load_modified, repo_params
 
 
 @pytest.fixture(scope="module")
 def raw() -> dict:
-    with PARAMS.open() as f:
-        return yaml.safe_load(f)
-
-
-def write(tmp_path: Path, data: dict) -> Path:
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
-
-
-def load_modified(tmp_path: Path, raw: dict, edit) -> dict:
-    data = copy.deepcopy(raw)
-    edit(data)
-    return load(write(tmp_path, data))
-
-
-def error_of(tmp_path: Path, raw: dict, edit) -> str:
-    with pytest.raises(ParamsError) as err:
-        load_modified(tmp_path, raw, edit)
-    return str(err.value)
+    return repo_params()
 
 
 def test_repo_params_load():

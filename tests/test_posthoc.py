@@ -5,11 +5,10 @@ import pytest
 import torch
 
 from ltcifar import engine
-from ltcifar.config import load
 from ltcifar.errors import PipelineError
 from ltcifar.inference import choose_posthoc_tau
 from ltcifar.losses import log_prior
-from ltcifar.params import ParamsError
+from tests.params_edit import error_of, repo_params
 from tests.test_engine import make_split, recipe
 
 COUNTS = torch.tensor([900, 90, 10])
@@ -63,20 +62,15 @@ def test_a_grid_needs_a_validation_set():
 
 
 def test_params_refuse_a_grid_on_a_split_without_validation(tmp_path):
-    import yaml
+    def no_validation(raw):
+        for prof in raw["profiles"].values():  # every LT split has one now: take exp100's away
+            prof["splits"]["exp100"]["val_per_class"] = 0
+        raw["runs"]["step_logit_adjusted"]["split"] = "exp100"
 
-    from tests.imports import ROOT
+    def tuned_and_fixed(raw):
+        raw["runs"]["step_logit_adjusted"] = {"split": "step", "posthoc_tau": 1.0}
+        raw["runs"]["step_logit_adjusted"]["posthoc_tau_grid"] = [0.0, 1.0]
 
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for prof in raw["profiles"].values():  # every LT split has one now: take exp100's away
-        prof["splits"]["exp100"]["val_per_class"] = 0
-    raw["runs"]["step_logit_adjusted"]["split"] = "exp100"
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ParamsError, match="posthoc_tau_grid chooses tau on validation images"):
-        load(path)
-    raw["runs"]["step_logit_adjusted"] = {"split": "step", "posthoc_tau": 1.0}
-    raw["runs"]["step_logit_adjusted"]["posthoc_tau_grid"] = [0.0, 1.0]
-    path.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ParamsError, match="one prior correction per run"):
-        load(path)
+    msg = error_of(tmp_path, repo_params(), no_validation)
+    assert "posthoc_tau_grid chooses tau on validation images" in msg
+    assert "one prior correction per run" in error_of(tmp_path, repo_params(), tuned_and_fixed)

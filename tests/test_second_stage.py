@@ -8,11 +8,9 @@ import pytest
 import torch
 
 from ltcifar import second_stage as ss
-from ltcifar.config import load
 from ltcifar.models import build_model
-from ltcifar.params import ParamsError
 from ltcifar.second_config import SECOND
-from tests.imports import ROOT
+from tests.params_edit import error_of, repo_params
 from tests.test_engine import make_split
 
 CFG = {
@@ -117,23 +115,6 @@ def test_maxnorm_keeps_every_class_weight_under_the_limit_after_each_step(data, 
     assert chosen["max_norm_limit"] == pytest.approx(float(want))
 
 
-def second_stage_params(edit) -> str:
-    """The error load() gives for the repository's params.yaml with ``edit`` applied."""
-    import tempfile
-    from pathlib import Path
-
-    import yaml
-
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    edit(raw)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "params.yaml"
-        path.write_text(yaml.safe_dump(raw))
-        with pytest.raises(ParamsError) as err:
-            load(path)
-    return str(err.value)
-
-
 @pytest.mark.parametrize(
     "entry, why",
     [
@@ -145,20 +126,23 @@ def second_stage_params(edit) -> str:
         ({"run": "exp_ce", "split": "exp100", "beta": 1.0}, "beta must be in"),
     ],
 )
-def test_second_stages_are_refused_with_a_reason(entry, why):
-    msg = second_stage_params(lambda d: d["second_stages"].update(bad={"method": "crt", **entry}))
+def test_second_stages_are_refused_with_a_reason(tmp_path, entry, why):
+    def edit(d):
+        d["second_stages"]["bad"] = {"method": "crt", **entry}
+
+    msg = error_of(tmp_path, repo_params(), edit)
     assert msg.startswith("second_stages.bad") and why in msg, msg
 
 
-def test_tau_norm_needs_validation_images():
+def test_tau_norm_needs_validation_images(tmp_path):
     def edit(d):
         d["profiles"]["quick"]["splits"]["exp100"]["val_per_class"] = 0
 
-    assert "tau_norm chooses tau on validation images" in second_stage_params(edit)
+    assert "tau_norm chooses tau on validation images" in error_of(tmp_path, repo_params(), edit)
 
 
-def test_a_second_stage_cannot_take_a_runs_name():
+def test_a_second_stage_cannot_take_a_runs_name(tmp_path):
     def edit(d):
         d["second_stages"]["exp_ce"] = d["second_stages"].pop("exp_ce_crt")
 
-    assert "the name is a run's" in second_stage_params(edit)
+    assert "the name is a run's" in error_of(tmp_path, repo_params(), edit)

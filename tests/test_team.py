@@ -9,13 +9,12 @@ came back), never how well one epoch learns.
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.dvcrepo import ENV, FASHION, ROOT, copy_project, ran, sh
+from tests.dvcrepo import ENV, FASHION, ROOT, copy_project, drain_queue, ran, sh
 
 VENV = Path(sys.executable).parent.parent
 pytestmark = [
@@ -72,17 +71,7 @@ def sweep(remotes) -> dict[str, dict]:
     repo = remotes["a"]
     out = sh("dvc", "exp", "run", "--queue", "-S", "loss=cross_entropy,balanced_softmax", cwd=repo)
     assert out.count("Queued experiment") == 2, out
-    sh("dvc", "queue", "start", "-j", "1", cwd=repo)
-    deadline = time.monotonic() + 900
-    try:
-        while True:
-            status = sh("dvc", "queue", "status", cwd=repo)
-            if "Queued" not in status and "Running" not in status:
-                break
-            assert time.monotonic() < deadline, status
-            time.sleep(5)
-    finally:
-        subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=ENV, capture_output=True)
+    status = drain_queue(repo, 1)
     assert status.count("Success") == 2, status
     return experiments(repo)
 

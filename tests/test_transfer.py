@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-import yaml
 from torch import nn
 
 from ltcifar import config
@@ -33,6 +32,7 @@ from ltcifar.transfer import (
     param_groups,
     train_mode,
 )
+from tests.params_edit import load_modified, repo_params
 from tests.test_engine import FASHION, make_split, recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,14 +106,6 @@ def project_keys(tv_state: dict) -> dict:
 
 def wrong_hash(digest: str) -> str:
     return "0" * 8 if not digest.startswith("0" * 8) else "f" * 8
-
-
-def _load_modified(tmp_path: Path, edit) -> dict:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    edit(params)
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return config.load(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,7 +371,7 @@ def imagenet_json(tmp_path: Path, source: str, sha: str) -> dict:
         p["profile"] = "full"
         p["profiles"]["full"]["backbone"].update(sources=[source], sha256=[sha])
 
-    params = _load_modified(tmp_path, edit)
+    params = load_modified(tmp_path, repo_params(), edit)
     return config.stage_configs(params)["backbone.json"]
 
 
@@ -484,7 +476,7 @@ def test_pretrained_backbone_stage_to_transfer_run(tmp_path):
         del p["runs"]["step_logit_adjusted"]  # tunes tau on validation images; none here
         quick["splits"]["balanced"].update(n_max=40, val_per_class=0)
 
-    params = _load_modified(tmp_path, edit)
+    params = load_modified(tmp_path, repo_params(), edit)
     files = config.stage_configs(params)
     bb = files["backbone.json"]
     assert (bb["model"], bb["weights"], bb["split"]) == ("resnet20", "pretrain", "step")
@@ -612,7 +604,7 @@ def test_transfer_run_may_not_set_model(tmp_path):
         p["transfer_runs"]["transfer_linear"]["model"] = "plainnet20"
 
     with pytest.raises(ParamsError, match="backbone model") as err:
-        _load_modified(tmp_path, edit)
+        load_modified(tmp_path, repo_params(), edit)
     assert "transfer_runs.transfer_linear.model" in str(err.value)
 
 
@@ -625,17 +617,17 @@ def test_finetune_needs_a_transfer_run(tmp_path, where):
             p["finetune"] = "bn_fc"
 
     with pytest.raises(ParamsError, match="only transfer_runs have one") as err:
-        _load_modified(tmp_path, edit)
+        load_modified(tmp_path, repo_params(), edit)
     assert ("runs.step_ce" if where == "runs" else "the candidate") in str(err.value)
 
 
 def test_transfer_run_may_freeze(tmp_path):
     """The control of the refusals above: the unedited file loads, and a transfer run may use
     any mode (transfer_scratch switched to linear)."""
-    _load_modified(tmp_path, lambda p: None)
+    load_modified(tmp_path, repo_params(), lambda p: None)
 
     def edit(p):
         p["transfer_runs"]["transfer_scratch"]["finetune"] = "linear"
 
-    params = _load_modified(tmp_path, edit)
+    params = load_modified(tmp_path, repo_params(), edit)
     assert config.resolve_run(params, "transfer_scratch")["finetune"] == "linear"
