@@ -1,11 +1,15 @@
-"""Batched crop-and-flip on uint8 images already on the device.
+"""Batched crop-and-flip on uint8 images already on the device, and training's batch.
 
 One gather does both: each image gets a random window of its padded self (offsets 0..2p) and,
 with probability 1/2, the window's columns reversed. Padding is never materialised; indices that
 fall outside the image read a zero (``zeros``) or the mirrored pixel (``reflect``).
 """
 
+from collections.abc import Callable
+
 import torch
+
+from ltcifar.data import SplitData
 
 
 def _pad_index(i: torch.Tensor, size: int, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,3 +46,20 @@ def to_input(
     """uint8 (N, H, W, C) -> normalised float (N, C, H, W); NHWC memory *is* channels_last."""
     x = x.permute(0, 3, 1, 2).float().sub_(mean).div_(std)
     return x if channels_last else x.contiguous()
+
+
+def batch_of(
+    data: SplitData, cfg: dict, gen: torch.Generator
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """Training's batch of given indices: cropped and flipped (pad 4) when the run augments,
+    normalised, with one-hot targets by indexing (``F.one_hot`` checks its labels' range on
+    the host: two syncs a step)."""
+    one_hot = torch.eye(data.num_classes, device=data.y.device)
+
+    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xb = data.x[idx]
+        if cfg["augment"]:
+            xb = crop_flip(xb, gen, 4, cfg["pad_mode"])
+        return to_input(xb, data.mean, data.std, cfg["channels_last"]), one_hot[data.y[idx]]
+
+    return batch

@@ -26,7 +26,6 @@ SAMPLERS: dict[str, tuple[str, ...]] = {
 MIXUPS: dict[str, tuple[str, ...]] = {
     "none": (),
     "mixup": ("mixup_alpha",),
-    "sampler_mixup": ("mixup_alpha",),
     "balanced_mixup": ("balanced_mixup_alpha",),
     "cutmix": ("cutmix_alpha",),
 }

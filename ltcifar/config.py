@@ -28,19 +28,21 @@ from ltcifar.second_config import (
     SECOND,
     check_second_stage,
     evaluated_config,
-    needs_validation,
     second_config,
 )
 
 CANDIDATE = "candidate"
 BACKBONE = "backbone"
 RUN_GROUPS = ("runs", "transfer_runs")
+# A name params.yaml may use for a pair of methods, expanded when a run is resolved, so no later
+# code sees it: the seed study's "Balanced Mixup" is ordinary mixup on class-balanced batches.
+MIXUP_ALIASES = {"sampler_mixup": {"sampler": "class_balanced", "mixup": "mixup"}}
 
 RECIPE = {
     "model": Field(tuple(catalog.MODELS), "resnet32"),
     "loss": Field(tuple(catalog.LOSSES), "cross_entropy"),
     "sampler": Field(tuple(catalog.SAMPLERS), "instance"),
-    "mixup": Field(tuple(catalog.MIXUPS), "none"),
+    "mixup": Field((*catalog.MIXUPS, *MIXUP_ALIASES), "none"),
     "epochs": Field(int, 200),
     "batch_size": Field(int, 128),
     "lr": Field(float, 0.1),
@@ -348,13 +350,12 @@ def _check_second_stages(params: dict) -> None:
     for name, entry in params["second_stages"].items():
         known = entry["run"] in runs
         resolved = {p: resolve_run(params, entry["run"], p) for p in params["profiles"] if known}
-        check_second_stage(name, entry, runs, resolved)
-        for pname, prof in params["profiles"].items():
-            if needs_validation(entry) and not prof["splits"][entry["split"]]["val_per_class"]:
-                raise ParamsError(
-                    f"second_stages.{name}: tau_norm chooses tau on validation images, but "
-                    f"profiles.{pname}.splits.{entry['split']}.val_per_class is 0"
-                )
+        val = {
+            p: prof["splits"][entry["split"]]["val_per_class"]
+            for p, prof in params["profiles"].items()
+            if known
+        }
+        check_second_stage(name, entry, runs, resolved, val)
 
 
 def all_runs(params: dict) -> dict:
@@ -379,6 +380,25 @@ def _overrides(params: dict, name: str) -> dict:
     return all_runs(params)[name]
 
 
+def _layered(params: dict, prof: dict, name: str, *layers: dict) -> dict:
+    """recipe <- profile recipe <- ``layers`` <- profile budget, with ``head: auto`` and the
+    mixup aliases resolved: the one precedence of every trained config."""
+    cfg = {**params["recipe"], **prof["recipe"]}
+    for layer in layers:
+        cfg.update(layer)
+    cfg = {**cfg, **prof["budget"], "name": name}
+    if cfg["head"] == "auto":
+        cfg["head"] = "cosine" if cfg["loss"] == "ldam" else "linear"
+    if cfg["mixup"] in MIXUP_ALIASES:
+        if cfg["sampler"] != "instance":
+            raise ParamsError(
+                f"{name}: mixup {cfg['mixup']} is {MIXUP_ALIASES[cfg['mixup']]}; it sets the "
+                f"sampler itself, so sampler {cfg['sampler']} is refused (one prior correction)"
+            )
+        cfg.update(MIXUP_ALIASES[cfg["mixup"]])
+    return cfg
+
+
 def resolve_run(params: dict, name: str, profile: str | None = None) -> dict:
     """Every setting of one run: recipe <- profile recipe <- (transfer runs: the backbone's
     recipe and model) <- the run's own keys <- profile budget."""
@@ -387,12 +407,10 @@ def resolve_run(params: dict, name: str, profile: str | None = None) -> dict:
     backbone = (
         {**prof["backbone"]["recipe"], "model": prof["backbone"]["model"]} if transfer else {}
     )
-    own = _overrides(params, name)
-    cfg = {**params["recipe"], **prof["recipe"], **backbone, **own, **prof["budget"], "name": name}
-    if cfg["head"] == "auto":
-        cfg["head"] = "cosine" if cfg["loss"] == "ldam" else "linear"
-    cfg["transfer"] = transfer
-    return cfg
+    return {
+        **_layered(params, prof, name, backbone, _overrides(params, name)),
+        "transfer": transfer,
+    }
 
 
 def settings_read(cfg: dict) -> list[str]:
@@ -432,9 +450,12 @@ def settings_read(cfg: dict) -> list[str]:
 
 
 def run_config(params: dict, name: str, profile: str | None = None) -> dict:
-    """What ``configs/runs/<name>.json`` holds: the settings the run reads, and no others."""
+    """What ``configs/runs/<name>.json`` holds: the settings the run reads, and its report
+    group (transfer, or imbalance / balanced by its split's shape), so no stage guesses it."""
     cfg = resolve_run(params, name, profile)
-    return {k: cfg[k] for k in settings_read(cfg)}
+    shape = params["profiles"][profile or params["profile"]]["splits"][cfg["split"]]["shape"]
+    group = "transfer" if cfg["transfer"] else "balanced" if shape == "none" else "imbalance"
+    return {**{k: cfg[k] for k in settings_read(cfg)}, "group": group}
 
 
 def backbone_config(params: dict, profile: str | None = None) -> dict:
@@ -444,9 +465,7 @@ def backbone_config(params: dict, profile: str | None = None) -> dict:
     bb = prof["backbone"]
     if bb["weights"] == "imagenet":
         return {k: bb[k] for k in ("model", "weights", "sources", "sha256")}
-    cfg = {**params["recipe"], **prof["recipe"], "model": bb["model"], "split": bb["split"]}
-    cfg = {**cfg, **prof["budget"], "name": BACKBONE}
-    cfg["head"] = "linear" if cfg["head"] == "auto" else cfg["head"]
+    cfg = _layered(params, prof, BACKBONE, {"model": bb["model"], "split": bb["split"]})
     cfg["seeds"] = cfg["seeds"][:1]
     run = {k: cfg[k] for k in settings_read(cfg)}
     return {

@@ -33,6 +33,11 @@ class DatasetSpec:
     read: Callable[[Path], Arrays]
 
 
+def reads(*files: str) -> Callable[[Callable[[Path], Arrays]], DatasetSpec]:
+    """Decorator: a reader becomes the spec of the files it reads (what download verifies)."""
+    return lambda read: DatasetSpec(files, read)
+
+
 DATASETS = Registry("dataset", catalog.DATASETS)
 
 UNREADABLE = (
@@ -89,44 +94,37 @@ def _reading(path: Path, dataset: str) -> Iterator[None]:
         ) from e
 
 
-def _cifar_reader(
-    dataset: str,
-    archive: str,
-    train: list[str],
-    test: str,
-    meta: str,
-    label_key: str,
-    names_key: str,
-) -> Callable[[Path], Arrays]:
-    def read(raw: Path) -> Arrays:
-        # Decompressed whole, not seeked through: tarfile stops at the end-of-archive marker
-        # and never reaches gzip's CRC, so a flipped byte would pass as changed pixels.
-        with _reading(raw / archive, dataset), gzip.open(raw / archive) as gz:
-            tar_bytes = gz.read()
-        with _reading(raw / archive, dataset), tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
-            members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
+def _read_cifar(
+    raw: Path, dataset: str, archive: str, train: list[str], test: str, meta: str, keys: tuple
+) -> Arrays:
+    """A CIFAR python archive; ``keys``: the label and class-name keys of its pickles."""
+    label_key, names_key = keys
+    # Decompressed whole, not seeked through: tarfile stops at the end-of-archive marker
+    # and never reaches gzip's CRC, so a flipped byte would pass as changed pixels.
+    with _reading(raw / archive, dataset), gzip.open(raw / archive) as gz:
+        tar_bytes = gz.read()
+    with _reading(raw / archive, dataset), tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+        members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
 
-            def load(name: str) -> dict:
-                if name not in members:
-                    raise PipelineError(
-                        f"{raw / archive} has no member {name!r}; is it a CIFAR python archive?"
-                    )
-                return CifarUnpickler(
-                    tar.extractfile(members[name]), f"{raw / archive} member {name!r}"
-                ).load()
+        def load(name: str) -> dict:
+            if name not in members:
+                raise PipelineError(
+                    f"{raw / archive} has no member {name!r}; is it a CIFAR python archive?"
+                )
+            return CifarUnpickler(
+                tar.extractfile(members[name]), f"{raw / archive} member {name!r}"
+            ).load()
 
-            def images_labels(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-                batches = [load(n) for n in names]
-                x = np.concatenate([np.asarray(b["data"], np.uint8) for b in batches])
-                y = np.concatenate([np.asarray(b[label_key], np.int64) for b in batches])
-                return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y
+        def images_labels(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+            batches = [load(n) for n in names]
+            x = np.concatenate([np.asarray(b["data"], np.uint8) for b in batches])
+            y = np.concatenate([np.asarray(b[label_key], np.int64) for b in batches])
+            return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y
 
-            x_train, y_train = images_labels(train)
-            x_test, y_test = images_labels([test])
-            classes = np.array(load(meta)[names_key])
-        return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, classes=classes)
-
-    return read
+        x_train, y_train = images_labels(train)
+        x_test, y_test = images_labels([test])
+        classes = np.array(load(meta)[names_key])
+    return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, classes=classes)
 
 
 def _read_idx(path: Path) -> np.ndarray:
@@ -161,7 +159,15 @@ FASHION_CLASSES = [
 ]
 
 
-def _read_fashion(raw: Path) -> Arrays:
+@DATASETS.register("fashion_mnist")
+@reads(
+    *(
+        f"{p}-{k}-idx{d}-ubyte.gz"
+        for p in ("train", "t10k")
+        for k, d in (("images", 3), ("labels", 1))
+    )
+)
+def fashion_mnist(raw: Path) -> Arrays:
     def idx(name: str) -> np.ndarray:
         with _reading(raw / name, "fashion_mnist"):
             return _read_idx(raw / name)
@@ -181,44 +187,21 @@ def _read_fashion(raw: Path) -> Arrays:
     )
 
 
-DATASETS.register("cifar10")(
-    DatasetSpec(
-        ("cifar-10-python.tar.gz",),
-        _cifar_reader(
-            "cifar10",
-            "cifar-10-python.tar.gz",
-            [f"data_batch_{i}" for i in range(1, 6)],
-            "test_batch",
-            "batches.meta",
-            "labels",
-            "label_names",
-        ),
+@DATASETS.register("cifar10")
+@reads("cifar-10-python.tar.gz")
+def cifar10(raw: Path) -> Arrays:
+    batches = [f"data_batch_{i}" for i in range(1, 6)]
+    keys = ("labels", "label_names")
+    return _read_cifar(
+        raw, "cifar10", "cifar-10-python.tar.gz", batches, "test_batch", "batches.meta", keys
     )
-)
-DATASETS.register("cifar100")(
-    DatasetSpec(
-        ("cifar-100-python.tar.gz",),
-        _cifar_reader(
-            "cifar100",
-            "cifar-100-python.tar.gz",
-            ["train"],
-            "test",
-            "meta",
-            "fine_labels",
-            "fine_label_names",
-        ),
-    )
-)
-DATASETS.register("fashion_mnist")(
-    DatasetSpec(
-        tuple(
-            f"{p}-{k}-idx{d}-ubyte.gz"
-            for p in ("train", "t10k")
-            for k, d in (("images", 3), ("labels", 1))
-        ),
-        _read_fashion,
-    )
-)
+
+
+@DATASETS.register("cifar100")
+@reads("cifar-100-python.tar.gz")
+def cifar100(raw: Path) -> Arrays:
+    keys = ("fine_labels", "fine_label_names")
+    return _read_cifar(raw, "cifar100", "cifar-100-python.tar.gz", ["train"], "test", "meta", keys)
 
 
 def prepare(

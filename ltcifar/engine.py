@@ -29,7 +29,7 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from ltcifar import ddp
-from ltcifar.augment import crop_flip, to_input
+from ltcifar.augment import batch_of
 from ltcifar.data import SplitData
 from ltcifar.device import autocast_for, compiled
 from ltcifar.errors import PipelineError
@@ -39,7 +39,7 @@ from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
 from ltcifar.mixup import MIXUPS, Epoch
 from ltcifar.models import build_model, model_options
-from ltcifar.samplers import SAMPLERS, class_weighted_draw, sampler_for
+from ltcifar.samplers import SAMPLERS, balanced_draw, sampler_for
 from ltcifar.transfer import apply_mode, init_from_backbone, param_groups, train_mode
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -73,12 +73,11 @@ def _canonical(value: object) -> str:
 
 
 def _shaping(cfg: dict) -> dict:
-    """The config keys that shape the result (not the run's name, its checkpoint interval, or
-    the evaluation batch size, which changes no prediction: lowering it after running out of
-    memory resumes the run)."""
-    return {
-        k: v for k, v in cfg.items() if k not in ("checkpoint_every", "name", "eval_batch_size")
-    }
+    """The config keys that shape the result (not the run's name or report group, its
+    checkpoint interval, or the evaluation batch size, which changes no prediction: lowering it
+    after running out of memory resumes the run)."""
+    unshaping = ("checkpoint_every", "name", "group", "eval_batch_size")
+    return {k: v for k, v in cfg.items() if k not in unshaping}
 
 
 def fingerprint(cfg: dict) -> str:
@@ -96,7 +95,7 @@ def _config_diff(old: dict, new: dict) -> list[str]:
     )
 
 
-def _load_checkpoint(path: Path, device: torch.device, fp: str, run_cfg: dict) -> dict | None:
+def load_checkpoint(path: Path, device: torch.device, fp: str, run_cfg: dict) -> dict | None:
     """The checkpoint at ``path`` if it holds this very run on this kind of device; else None,
     after saying why in one line, so a changed config never silently restarts (or resumes) a
     different run. A CUDA generator's state does not fit a CPU one (nor back), hence the device."""
@@ -135,7 +134,7 @@ class TrainResult:
     posthoc_tau: float = 0.0  # the post-hoc adjustment the model is scored with
 
 
-def _validate(model, data: SplitData, cfg: dict) -> dict[str, float]:
+def validate(model, data: SplitData, cfg: dict) -> dict[str, float]:
     if len(data.y_val) == 0:
         return {}
     logits = predict(model, data.x_val, data.mean, data.std, cfg, data.counts)
@@ -144,7 +143,7 @@ def _validate(model, data: SplitData, cfg: dict) -> dict[str, float]:
     return {"val/loss": loss, **{f"val/{k}": v for k, v in summarize(conf).items()}}
 
 
-def _non_finite(
+def non_finite_message(
     cfg: dict, seed: int, epoch: int, step: int, steps: int, last: float, lr: float
 ) -> str:
     before = (
@@ -210,28 +209,18 @@ def train(
     loss_fn = build_loss(cfg, data.counts)
     mix = MIXUPS[cfg["mixup"]](cfg)
 
-    # targets by indexing: F.one_hot checks its labels' range on the host, two syncs a step
-    one_hot = torch.eye(C, device=device)
-
-    def batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Augmented, normalised images and one-hot targets of the given indices."""
-        xb = data.x[idx]
-        if cfg["augment"]:
-            xb = crop_flip(xb, own, 4, cfg["pad_mode"])
-        x = to_input(xb, data.mean, data.std, cfg["channels_last"])
-        return x, one_hot[data.y[idx]]
+    batch = batch_of(data, cfg, own)  # augmented with this rank's own draws
 
     def balanced_indices(n: int) -> torch.Tensor:
         """n class-balanced indices for this rank: its shard of a draw for every rank."""
-        ones = torch.ones_like(data.counts)
-        return ddp.shard(class_weighted_draw(data.y, data.counts, ones, n * world.size, gen), world)
+        return ddp.shard(balanced_draw(data.y, data.counts, n * world.size, gen), world)
 
     history: list[dict[str, float]] = []
     best = {"score": -1.0, "epoch": -1, "state": None}
     run_cfg = {**cfg, "seed": seed}
     start, fp = 0, fingerprint(run_cfg)
     if ckpt_path is not None and ckpt_path.exists():
-        ck = _load_checkpoint(ckpt_path, device, fp, run_cfg)
+        ck = load_checkpoint(ckpt_path, device, fp, run_cfg)
         if ck is not None:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
@@ -292,13 +281,15 @@ def train(
         if good_steps < steps:
             bar.close()
             lr = scaled_lr(cfg) * factor(epoch * steps + int(good_steps))  # the head group's
-            raise PipelineError(_non_finite(cfg, seed, epoch, int(good_steps), steps, last, lr))
+            raise PipelineError(
+                non_finite_message(cfg, seed, epoch, int(good_steps), steps, last, lr)
+            )
         train_loss = total / steps
         img_per_s = steps * images / (time.perf_counter() - t0)
         row = {
             "train/loss": train_loss,
             **{f"train/{k}": v for k, v in summarize(conf.cpu().numpy()).items()},
-            **(_validate(model, data, cfg) if world.main else {}),
+            **(validate(model, data, cfg) if world.main else {}),
             "lr": opt.param_groups[-1]["lr"],
             "img_per_s": img_per_s,
         }
@@ -311,13 +302,8 @@ def train(
                 "epoch": epoch,
                 "state": copy.deepcopy(model.state_dict()),
             }
-        bar.set_postfix(
-            {
-                k.split("/")[-1] if k != "val/macro_f1" else "val_f1": f"{v:.3g}"
-                for k, v in row.items()
-                if k in ("train/loss", "val/macro_f1")
-            }
-        )
+        shown = {"loss": row["train/loss"], "val_f1": row.get("val/macro_f1", math.nan)}
+        bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items() if not math.isnan(v)})
         done = epoch + 1
         if ckpt_path is not None and (done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"]):
             ranks = {"rank_gens": ddp.gather_state(own, world)} if world.size > 1 else {}

@@ -3,14 +3,14 @@ are refused (by the configs stage, before any work starts) and why.
 
 One prior correction per run. A long-tailed training set's class prior is corrected by a prior
 loss (balanced_softmax, logit_adjusted: the log prior on the logits), by re-weighting
-(weighted_ce, DRW), by re-sampling (a sampler other than instance, sampler_mixup,
-balanced_mixup's class-balanced partner batch, DRS) or post hoc (posthoc_tau > 0). Each alone
-aims at the balanced error; two correct the prior twice and over-favour the tail (Ren et al.
-2020's over-balancing of Balanced Softmax with class-balanced sampling). Losses that change
-what is learnt but not the prior count for none: cross_entropy, focal, and ldam, whose margins
-widen the tail's decision margins (Cao et al. 2019 pair them with one re-balancing, DRW or
-DRS), so LDAM-DRW is one correction. A cosine head is no correction either: it carries its
-scale (``ldam_scale``), so its logits suit every loss.
+(weighted_ce, DRW), by re-sampling (a sampler other than instance, balanced_mixup's class-
+balanced partner batch, DRS) or post hoc (posthoc_tau > 0). Each alone aims at the balanced
+error; two correct the prior twice and over-favour the tail (Ren et al. 2020's over-balancing
+of Balanced Softmax with class-balanced sampling). Losses that change what is learnt but not
+the prior count for none: cross_entropy, focal, and ldam, whose margins widen the tail's
+decision margins (Cao et al. 2019 pair them with one re-balancing, DRW or DRS), so LDAM-DRW is
+one correction. A cosine head is no correction either: it carries its scale (``ldam_scale``), so
+its logits suit every loss.
 
 One documented, measured exception: a prior loss with balanced_mixup. Its class-balanced batch
 carries only E[lam] = a / (a + 1) of every target (1/6 at a = 0.2), and the study runs the pair
@@ -23,7 +23,7 @@ from ltcifar.params import ParamsError
 
 PRIOR_LOSSES = ("balanced_softmax", "logit_adjusted")
 REWEIGHTING_LOSSES = ("weighted_ce",)
-RESAMPLING_MIXUPS = ("sampler_mixup", "balanced_mixup")
+RESAMPLING_MIXUPS = ("balanced_mixup",)
 
 
 def prior_corrections(cfg: dict) -> dict[str, str]:
@@ -52,7 +52,7 @@ def refusal(cfg: dict) -> str | None:
     """The reason a run's combination of methods makes no sense, or None.
 
     The one-correction rule also keeps the sampler instance wherever another method brings
-    its own (sampler_mixup and DRS switch to class-balanced, balanced_mixup adds a batch)."""
+    its own (DRS switches to class-balanced, balanced_mixup adds a batch)."""
     loss = cfg["loss"]
     corrections = prior_corrections(cfg)
     if len(corrections) > 1 and not measured_exception(cfg, corrections):

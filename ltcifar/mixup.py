@@ -65,15 +65,6 @@ def mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
     return per_epoch
 
 
-@MIXUPS.register("sampler_mixup")
-def sampler_mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
-    """The seed study's variant: ordinary mixup on batches from the class-balanced sampler.
-
-    The engine swaps in the class-balanced sampler for this mixup (see ``methods.sampler_for``).
-    """
-    return mixup(cfg)
-
-
 @MIXUPS.register("balanced_mixup")
 def balanced_mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
     """Galdran et al. 2021: the instance-sampled batch mixed with a class-balanced batch,

@@ -6,6 +6,8 @@ connections, so comparing the two isolates the residual connection. Global pooli
 input of at least 28 px work (Fashion-MNIST is 28x28x1).
 """
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -96,9 +98,9 @@ class CifarNet(nn.Module):
     def __init__(
         self,
         depth: int,
+        residual: bool,
         num_classes: int,
         in_channels: int = 3,
-        residual: bool = True,
         shortcut: str = "A",
         head: str = "linear",
         cosine_scale: float = 30.0,
@@ -131,25 +133,13 @@ class CifarNet(nn.Module):
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-def _register(name: str, depth: int, residual: bool) -> None:
-    def build(
-        num_classes: int,
-        in_channels: int = 3,
-        shortcut: str = "A",
-        head: str = "linear",
-        cosine_scale: float = 30.0,
-        **_: object,
-    ) -> CifarNet:
-        return CifarNet(depth, num_classes, in_channels, residual, shortcut, head, cosine_scale)
-
-    build.__doc__ = f"{name}: depth {depth}, {'with' if residual else 'without'} skip connections."
-    MODELS.register(name)(build)
-
-
-for _depth in (20, 32, 44, 56):
-    _register(f"resnet{_depth}", _depth, residual=True)
-for _depth in (20, 56):
-    _register(f"plainnet{_depth}", _depth, residual=False)
+# One registration line per model: the builder with its architecture bound.
+MODELS.register("resnet20")(partial(CifarNet, 20, True))
+MODELS.register("resnet32")(partial(CifarNet, 32, True))
+MODELS.register("resnet44")(partial(CifarNet, 44, True))
+MODELS.register("resnet56")(partial(CifarNet, 56, True))
+MODELS.register("plainnet20")(partial(CifarNet, 20, False))  # He et al. 2016's plain nets
+MODELS.register("plainnet56")(partial(CifarNet, 56, False))
 
 
 class TorchvisionNet(nn.Module):
@@ -164,6 +154,7 @@ class TorchvisionNet(nn.Module):
         self,
         arch: str,
         num_classes: int,
+        in_channels: int = 3,  # 1-channel images are expanded to 3 in forward
         input_size: int = 0,
         stem: str = "imagenet",
         head: str = "linear",
@@ -187,27 +178,12 @@ class TorchvisionNet(nn.Module):
         return self.net(x)
 
 
-def _tv_builder(arch: str):
-    def build(
-        num_classes: int,
-        in_channels: int = 3,
-        input_size: int = 0,
-        stem: str = "imagenet",
-        head: str = "linear",
-        cosine_scale: float = 30.0,
-        **_: object,
-    ) -> TorchvisionNet:
-        return TorchvisionNet(arch, num_classes, input_size, stem, head, cosine_scale)
-
-    return build
-
-
-for _arch in ("resnet18", "resnet50"):
-    MODELS.register(f"tv_{_arch}")(_tv_builder(_arch))
+MODELS.register("tv_resnet18")(partial(TorchvisionNet, "resnet18"))
+MODELS.register("tv_resnet50")(partial(TorchvisionNet, "resnet50"))
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, **options: object) -> nn.Module:
-    """Build a registered model by its params name; each builder takes the options it knows
+    """Build a registered model by its params name with the options its catalogue entry names
     (shortcut for the CIFAR nets; input_size, stem for torchvision backbones; head and
     cosine_scale for both)."""
     return MODELS[name](num_classes, in_channels=in_channels, **options)
@@ -216,7 +192,7 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, **options: ob
 def model_options(cfg: dict) -> dict:
     """The builder options of a run's config. The cosine head's scale is ``ldam_scale``: LDAM's
     s, and the one scale of the cosine logits whatever the loss."""
-    options = {k: cfg[k] for k in ("shortcut", "head", "input_size", "stem") if k in cfg}
+    options = {k: cfg[k] for k in catalog.MODELS[cfg["model"]] if k in cfg}
     if cfg.get("head") == "cosine":
         options["cosine_scale"] = cfg["ldam_scale"]
     return options

@@ -29,46 +29,43 @@ def class_weighted_draw(
     return torch.multinomial(per_image, n, replacement=True, generator=gen)
 
 
-def _by_class_probs(probs: Callable[[torch.Tensor, float], torch.Tensor]) -> Sampler:
-    def draw(labels, counts, epoch, epochs, gen):
-        q = probs(counts.double(), epoch / max(epochs - 1, 1))
-        return class_weighted_draw(labels, counts, q, labels.numel(), gen)
-
-    draw.__doc__ = probs.__doc__
-    return draw
-
-
 @SAMPLERS.register("instance")
 def instance(labels, counts, epoch, epochs, gen) -> torch.Tensor:
     """Every image once per epoch, in a fresh random order (plain shuffling)."""
     return torch.randperm(labels.numel(), device=labels.device, generator=gen)
 
 
-def class_balanced_probs(n: torch.Tensor, progress: float) -> torch.Tensor:
+def _by_class(labels: torch.Tensor, counts: torch.Tensor, q: torch.Tensor, gen) -> torch.Tensor:
+    return class_weighted_draw(labels, counts, q, labels.numel(), gen)
+
+
+def balanced_draw(labels: torch.Tensor, counts: torch.Tensor, n: int, gen) -> torch.Tensor:
+    """n indices with every class equally likely (also Balanced-MixUp's partner batches)."""
+    return class_weighted_draw(labels, counts, torch.ones_like(counts), n, gen)
+
+
+@SAMPLERS.register("class_balanced")
+def class_balanced(labels, counts, epoch, epochs, gen) -> torch.Tensor:
     """Uniform over classes."""
-    return torch.ones_like(n)
+    return balanced_draw(labels, counts, labels.numel(), gen)
 
 
-def sqrt_probs(n: torch.Tensor, progress: float) -> torch.Tensor:
+@SAMPLERS.register("sqrt")
+def sqrt(labels, counts, epoch, epochs, gen) -> torch.Tensor:
     """Square-root frequency: q_c proportional to sqrt(n_c)."""
-    return n.sqrt()
+    return _by_class(labels, counts, counts.double().sqrt(), gen)
 
 
-def progressive_probs(n: torch.Tensor, progress: float) -> torch.Tensor:
-    """Kang et al. 2020: q_c(t) = (1 - t/T) n_c/N + (t/T)/C, instance-balanced to class-balanced."""
-    return (1 - progress) * n / n.sum() + progress / len(n)
-
-
-SAMPLERS.register("class_balanced")(_by_class_probs(class_balanced_probs))
-SAMPLERS.register("sqrt")(_by_class_probs(sqrt_probs))
-SAMPLERS.register("progressive")(_by_class_probs(progressive_probs))
+@SAMPLERS.register("progressive")
+def progressive(labels, counts, epoch, epochs, gen) -> torch.Tensor:
+    """Kang et al. 2020: q_c(t) = (1 - t/T) n_c/N + (t/T)/C, instance- to class-balanced."""
+    n, t = counts.double(), epoch / max(epochs - 1, 1)
+    return _by_class(labels, counts, (1 - t) * n / n.sum() + t / len(n), gen)
 
 
 def sampler_for(cfg: dict, epoch: int) -> str:
-    """The sampler of one epoch: ``sampler_mixup`` implies class-balanced batches, and deferred
-    re-sampling (DRS) switches to class-balanced from epoch ``round(drs_from * epochs)``."""
-    if cfg["mixup"] == "sampler_mixup":
-        return "class_balanced"
+    """The sampler of one epoch: deferred re-sampling (DRS) switches to class-balanced from
+    epoch ``round(drs_from * epochs)``."""
     if cfg["drs_from"] < 1 and epoch >= round(cfg["drs_from"] * cfg["epochs"]):
         return "class_balanced"
     return cfg["sampler"]

@@ -29,8 +29,11 @@ SECOND = {
 FROM_RUN = ("seeds", "augment", "pad_mode", "channels_last", "eval_batch_size")
 
 
-def check_second_stage(name: str, entry: dict, runs: dict, resolved: dict[str, dict]) -> None:
-    """``resolved``: the first run's config under each profile, by profile name."""
+def check_second_stage(
+    name: str, entry: dict, runs: dict, resolved: dict[str, dict], val: dict[str, int]
+) -> None:
+    """``resolved`` and ``val``: the first run's config and its split's val_per_class under
+    each profile, by profile name."""
     where = f"second_stages.{name}"
     if name in runs:
         raise ParamsError(f"{where}: the name is a run's; second stages need names of their own")
@@ -55,6 +58,11 @@ def check_second_stage(name: str, entry: dict, runs: dict, resolved: dict[str, d
                 f"{at}: {entry['method']} re-balances a linear classifier, and run "
                 f"{entry['run']!r} has a {cfg['head']} head"
             )
+        if entry["method"] == "tau_norm" and not val[profile]:
+            raise ParamsError(
+                f"{where}: tau_norm chooses tau on validation images, but "
+                f"profiles.{profile}.splits.{entry['split']}.val_per_class is 0"
+            )
         corrections = prior_corrections(cfg)
         if corrections:
             raise ParamsError(
@@ -62,10 +70,6 @@ def check_second_stage(name: str, entry: dict, runs: dict, resolved: dict[str, d
                 f"classifier, and run {entry['run']!r} already corrects with "
                 f"{' and '.join(corrections.values())}; start from an uncorrected run"
             )
-
-
-def needs_validation(entry: dict) -> bool:
-    return entry["method"] == "tau_norm"
 
 
 def second_config(name: str, entry: dict, run_cfg: dict) -> dict:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ltcifar import catalog
-from ltcifar.augment import crop_flip, to_input
+from ltcifar.augment import batch_of, to_input
 from ltcifar.data import SplitData
 from ltcifar.engine import lr_factor, sgd_kernel
 from ltcifar.errors import PipelineError
@@ -81,8 +81,8 @@ def fit(
     step augments a batch as the first stage did, takes its features from the frozen backbone,
     and trains ``logits(features)``; the lr follows a per-step cosine to 0."""
     model.eval()
-    C, bs = data.num_classes, min(cfg["batch_size"], len(data.y))
-    steps, one_hot = len(data.y) // bs, torch.eye(C, device=data.y.device)
+    bs = min(cfg["batch_size"], len(data.y))
+    steps, batch = len(data.y) // bs, batch_of(data, cfg, gen)
     opt = torch.optim.SGD(
         params,
         lr=cfg["lr"],
@@ -93,21 +93,19 @@ def fit(
     schedule = {"epochs": cfg["epochs"], "warmup_epochs": 0, "schedule": "cosine"}
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(schedule, steps))
     loss_fn = build_loss(cfg, data.counts)
-    for epoch in range(cfg["epochs"]):
-        order = SAMPLERS[cfg["sampler"]](data.y, data.counts, epoch, cfg["epochs"], gen)
-        for s in range(steps):
-            idx = order[s * bs : (s + 1) * bs]
-            xb = data.x[idx]
-            if cfg["augment"]:
-                xb = crop_flip(xb, gen, 4, cfg["pad_mode"])
-            with torch.no_grad(), headless(model) as net:
-                f = net(to_input(xb, data.mean, data.std, cfg["channels_last"])).float()
-            loss = loss_fn(logits(f), one_hot[data.y[idx]], epoch)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            after_step()
+    with headless(model) as net:  # ``logits`` holds the head itself
+        for epoch in range(cfg["epochs"]):
+            order = SAMPLERS[cfg["sampler"]](data.y, data.counts, epoch, cfg["epochs"], gen)
+            for s in range(steps):
+                x, targets = batch(order[s * bs : (s + 1) * bs])
+                with torch.no_grad():
+                    f = net(x).float()
+                loss = loss_fn(logits(f), targets, epoch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                after_step()
 
 
 @SECOND_STAGES.register("crt")

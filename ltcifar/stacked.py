@@ -25,20 +25,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltcifar.augment import crop_flip, to_input
+from ltcifar.augment import batch_of
 from ltcifar.data import SplitData
 from ltcifar.device import autocast_for, compiled
 from ltcifar.engine import (
     LogFn,
     TrainResult,
-    _load_checkpoint,
-    _non_finite,
-    _validate,
     fingerprint,
+    load_checkpoint,
     lr_factor,
     make_optimizer,
+    non_finite_message,
     save_atomic,
     scaled_lr,
+    validate,
 )
 from ltcifar.errors import PipelineError
 from ltcifar.inference import choose_posthoc_tau, predict
@@ -46,7 +46,7 @@ from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
 from ltcifar.mixup import MIXUPS, Epoch, StepMix
 from ltcifar.models import CifarNet, CosineHead, LinearHead, PadShortcut, build_model, model_options
-from ltcifar.samplers import SAMPLERS, class_weighted_draw, sampler_for
+from ltcifar.samplers import SAMPLERS, balanced_draw, sampler_for
 
 
 class StackedPad(nn.Module):
@@ -249,28 +249,14 @@ def train_stacked(
     loss_fn = build_loss(cfg, data.counts)
     mix = MIXUPS[cfg["mixup"]](cfg)
 
-    one_hot = torch.eye(C, device=device)  # F.one_hot would sync twice a step (engine.train)
-
-    def batch(idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        xb = data.x[idx]
-        if cfg["augment"]:
-            xb = crop_flip(xb, gen, 4, cfg["pad_mode"])
-        x = to_input(xb, data.mean, data.std, cfg["channels_last"])
-        return x, one_hot[data.y[idx]]
+    batches = [batch_of(data, cfg, gen) for gen in gens]  # each seed augments with its own
 
     def seed_epoch(s: int) -> StepMix:
         """Seed s's mixing for one epoch, drawn from its own generator and CPU stream."""
-        gen, ones = gens[s], torch.ones_like(data.counts)
+        gen = gens[s]
         with _cpu_rng(rngs, s):
-            return mix(
-                Epoch(
-                    steps,
-                    bs,
-                    gen,
-                    lambda k: class_weighted_draw(data.y, data.counts, ones, k, gen),
-                    lambda idx: batch(idx, gen),
-                )
-            )
+            balanced = lambda k: balanced_draw(data.y, data.counts, k, gen)  # noqa: E731
+            return mix(Epoch(steps, bs, gen, balanced, batches[s]))
 
     histories: list[list[dict[str, float]]] = [[] for _ in seeds]
     best = [{"score": -1.0, "epoch": -1, "state": None} for _ in seeds]
@@ -279,7 +265,7 @@ def train_stacked(
     start, found = 0, []
     if ckpt_paths is not None:
         found = [
-            _load_checkpoint(path, device, fp, rc) if path.exists() else None
+            load_checkpoint(path, device, fp, rc) if path.exists() else None
             for path, fp, rc in zip(ckpt_paths, fps, run_cfgs, strict=True)
         ]
     if found and all(found) and len({ck["epoch"] for ck in found}) == 1:
@@ -314,7 +300,7 @@ def train_stacked(
         preds = torch.empty(S, steps * bs, dtype=torch.long, device=device)
         for step in range(steps):
             idx = orders[:, step * bs : (step + 1) * bs]
-            xs, ts = zip(*(mixes[s](step, *batch(idx[s], gens[s])) for s in range(S)), strict=True)
+            xs, ts = zip(*(mixes[s](step, *batches[s](idx[s])) for s in range(S)), strict=True)
             x = torch.cat(xs, 1)
             if cfg["channels_last"]:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -336,7 +322,7 @@ def train_stacked(
             if good[s] < steps:
                 lr = scaled_lr(cfg) * factor(epoch * steps + int(good[s]))  # the head group's
                 raise PipelineError(
-                    _non_finite(cfg, seed, epoch, int(good[s]), steps, lasts[s], lr)
+                    non_finite_message(cfg, seed, epoch, int(good[s]), steps, lasts[s], lr)
                 )
         conf = [confusion(data.y[orders[s, : steps * bs]], preds[s], C) for s in range(S)]
         img_per_s = S * steps * bs / (time.perf_counter() - t0)
@@ -346,7 +332,7 @@ def train_stacked(
             row = {
                 "train/loss": totals[s] / steps,
                 **{f"train/{k}": v for k, v in summarize(conf[s].cpu().numpy()).items()},
-                **_validate(models[s], data, cfg),
+                **validate(models[s], data, cfg),
                 "lr": opt.param_groups[-1]["lr"],
                 "img_per_s": img_per_s,
             }

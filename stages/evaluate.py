@@ -111,7 +111,11 @@ def main() -> None:
             "params": info["params"],
             "trainable_params": info["trainable_params"],
             "posthoc": bool(cfg["posthoc_tau_grid"]) or cfg["posthoc_tau"] > 0,
-            **{k: cfg[k] for k in ("second_stage", "first_stage") if k in cfg},
+            "group": cfg["group"],
+            "split_shape": index["params"]["shape"],
+            **{k: index["params"][k] for k in ("n_max", "n_min", "k", "imbalance")},
+            "second_stage": cfg.get("second_stage"),
+            "first_stage": cfg.get("first_stage"),
         },
     }
     out = Path("metrics") / run

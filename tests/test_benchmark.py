@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+pytestmark = pytest.mark.slow  # every test here runs stages in subprocesses
+
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
 RESULT = re.compile(
     r"RESULT engine_vs_reference=(\d+\.\d\d) engine_vs_bare=(\d+\.\d\d) "

@@ -20,8 +20,8 @@ from ltcifar.engine import scaled_lr, train
 from ltcifar.errors import PipelineError
 from ltcifar.models import build_model
 from ltcifar.samplers import SAMPLERS, class_weighted_draw
+from tests.conftest import make_split, recipe
 from tests.dvcrepo import copy_project, init_repo, ran, sh
-from tests.test_engine import make_split, recipe
 
 COUNTS = torch.tensor([300, 120, 60, 30, 12, 6])
 LABELS = torch.repeat_interleave(torch.arange(6), COUNTS)
@@ -117,6 +117,7 @@ def max_diff(a: dict, b: dict) -> float:
     return max((a[k].float() - b[k].float()).abs().max().item() for k in b)
 
 
+@pytest.mark.slow
 def test_two_gloo_ranks_train_what_one_process_trains(tmp_path: Path):
     """Observed (AMD EPYC, 1 thread a process), after 8 steps, 2 ranks against 1 process:
     largest weight difference 1.3e-5, train loss 2.4e-7 apart, train accuracy equal. A bug

@@ -22,7 +22,7 @@ from tests.archives import (
     write_cifar100,
     write_fashion_idx,
 )
-from tests.test_files import dead_pid
+from tests.conftest import dead_pid
 
 REPO = Path(__file__).resolve().parents[1]
 WRITERS = {"cifar10": write_cifar10, "cifar100": write_cifar100, "fashion_mnist": write_fashion_idx}

@@ -1,8 +1,6 @@
 """atomic_path and its writers: a writer that fails leaves the old file, or nothing, behind."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,17 +11,11 @@ from ltcifar.datasets import prepare
 from ltcifar.engine import save_atomic
 from ltcifar.files import atomic_path, write_text_atomic
 from tests.archives import write_fashion_idx
+from tests.conftest import dead_pid
 
 
 class Boom(Exception):
     pass
-
-
-def dead_pid() -> int:
-    """The id of a process that has exited (its temporaries are orphans)."""
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 def test_replaces_only_when_the_block_finishes(tmp_path: Path) -> None:

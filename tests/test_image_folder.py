@@ -349,7 +349,7 @@ def test_dvc_repro_trains_and_evaluates_on_an_image_folder(tmp_path: Path):
     params["second_stages"] = {}
     init_repo(repo, params)
     out = sh("dvc", "repro", "evaluate", cwd=repo)
-    stages = {"configs", "download", "prepare", "lt_index", "train", "evaluate"}
+    stages = {"configs", "download", "prepare", "lt_index", "train@candidate", "evaluate@candidate"}
     assert ran(out) == stages, out
     manifest = json.loads((repo / "data/raw/shapes" / MANIFEST).read_text())
     assert sorted(manifest["files"]) == list_images(images)

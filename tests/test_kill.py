@@ -37,6 +37,8 @@ import yaml
 
 from tests.archives import md5_of, write_fashion_idx
 
+pytestmark = pytest.mark.slow  # every test here runs stages in subprocesses
+
 ROOT = Path(__file__).resolve().parents[1]
 KILL_POINTS = int(os.environ.get("LTCIFAR_KILL_POINTS", "2"))  # random kills per stage
 SEED = 11
@@ -57,6 +59,7 @@ IDENTICAL: Counter = Counter()  # stage -> of those, reruns identical to the uni
 # renamed, leaving it torn to half its size (KILL_MODE=torn) or whole (KILL_MODE=whole).
 HOOK = """
 import os, runpy, signal, sys
+
 MODE, calls = os.environ["KILL_MODE"], [0]
 def die(tmp):
     if MODE == "torn":
@@ -276,10 +279,13 @@ def test_evaluate_killed_while_writing_metrics_leaves_old_or_new_file(reference,
     ref, _ = reference
     root = tmp_path / "project"
     shutil.copytree(ref, root, ignore=shutil.ignore_patterns("__pycache__"))
-    proc = _stage(root, "evaluate", hook={"KILL_AT_WRITE_TEXT": 1, "KILL_MODE": "torn"})
+    # evaluate writes per_class.csv, confusion.csv, then metrics/candidate.json: the third
+    proc = _stage(root, "evaluate", hook={"KILL_AT_WRITE_TEXT": 3, "KILL_MODE": "torn"})
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
-    json.loads((root / "metrics/candidate.json").read_text())  # the old file, or the new one
+    old = (ref / "metrics/candidate.json").read_text()
+    assert (root / "metrics/candidate.json").read_text() == old  # torn in its temporary only
+    json.loads(old)
 
 
 def test_saved_model_bytes_do_not_depend_on_the_process(tmp_path):

@@ -9,7 +9,7 @@ import torch
 
 from ltcifar.engine import train
 from ltcifar.logs import dvclive_logger
-from tests.test_engine import make_split, recipe
+from tests.conftest import make_split, recipe
 
 
 class Killed(Exception):

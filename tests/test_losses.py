@@ -30,10 +30,6 @@ def soft_targets(b: int, seed: int = 1) -> torch.Tensor:
     return torch.softmax(torch.randn(b, C, generator=g) * 2, dim=1)
 
 
-def test_registered():
-    assert {"cross_entropy", "balanced_softmax"} <= set(LOSSES)
-
-
 def test_cross_entropy_one_hot_equals_torch():
     logits, labels = batch()
     loss = LOSSES["cross_entropy"](counts(), CFG)

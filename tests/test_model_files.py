@@ -15,7 +15,7 @@ from ltcifar.inference import load_trained
 from ltcifar.models import build_model, model_options
 from ltcifar.transfer import init_from_backbone
 from tests.archives import RunsCode
-from tests.test_engine import recipe
+from tests.conftest import recipe
 
 CPU = torch.device("cpu")
 

@@ -77,21 +77,6 @@ def test_out_of_range_values(tmp_path, raw):
     assert msg.startswith("profiles.quick.budget.seeds is empty")
 
 
-def test_transfer_runs_take_the_backbone_model(tmp_path, raw):
-    params = load_modified(tmp_path, raw, lambda d: None)
-    assert resolve_run(params, "transfer_linear", "full")["model"] == "tv_resnet18"
-    assert resolve_run(params, "transfer_linear", "quick")["model"] == "resnet20"
-    msg = error_of(
-        tmp_path, raw, lambda d: d["transfer_runs"]["transfer_linear"].update(model="resnet32")
-    )
-    assert msg.startswith("transfer_runs.transfer_linear.model: transfer runs use the profile's")
-
-
-def test_finetune_outside_transfer_runs_is_refused(tmp_path, raw):
-    msg = error_of(tmp_path, raw, lambda d: d["runs"]["step_ce"].update(finetune="linear"))
-    assert "runs.step_ce (profile " in msg and "only transfer_runs have one" in msg
-
-
 def test_reserved_run_names(tmp_path, raw):
     msg = error_of(tmp_path, raw, lambda d: d["runs"].update(backbone={"split": "step"}))
     assert "run name 'backbone' is used twice or reserved" in msg
@@ -216,3 +201,21 @@ def test_grad_clip_is_in_a_run_config_only_when_on(tmp_path, raw):
     assert all("grad_clip" not in run_config(load(PARAMS), n) for n in run_names(load(PARAMS)))
     msg = error_of(tmp_path, raw, lambda d: d["runs"]["step_ce"].update(grad_clip=-1.0))
     assert msg.startswith("runs.step_ce.grad_clip = -1.0 must be >= 0")
+
+
+def test_sampler_mixup_is_expanded_into_its_sampler_and_mixup(tmp_path, raw):
+    """The seed's "Balanced Mixup" resolves to class-balanced batches + ordinary mixup, so no
+    later code sees the alias; with a sampler of its own it would re-sample twice."""
+    cfg = resolve_run(load(PARAMS), "step_sampler_mixup")
+    assert (cfg["sampler"], cfg["mixup"]) == ("class_balanced", "mixup")
+    assert run_config(load(PARAMS), "step_sampler_mixup")["mixup_alpha"] == 1.0
+    edit = lambda d: d["runs"]["step_sampler_mixup"].update(sampler="progressive")  # noqa: E731
+    msg = error_of(tmp_path, raw, edit)
+    assert "sets the sampler itself, so sampler progressive is refused" in msg
+
+
+def test_every_run_config_names_its_report_group():
+    params = load(PARAMS)
+    groups = {n: run_config(params, n)["group"] for n in run_names(params)}
+    assert groups["step_ce"] == groups["exp_ce"] == groups[CANDIDATE] == "imbalance"
+    assert groups["resnet20"] == "balanced" and groups["transfer_scratch"] == "transfer"

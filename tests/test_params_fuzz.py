@@ -264,6 +264,7 @@ def summary():
     print(f"  stages.configs: {STAGE['clean']}/{STAGE['tried']} exit 2, one line, configs/ kept")
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(CASES)
 def test_malformed_params_are_refused_in_one_line(tmp_path_factory, case):
@@ -297,6 +298,7 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
+@pytest.mark.slow
 @settings(SETTINGS, max_examples=max(5, EXAMPLES // 10))
 @given(CASES)
 def test_configs_stage_exits_2_and_keeps_configs(project, case):

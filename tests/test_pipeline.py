@@ -92,7 +92,7 @@ def test_repro_writes_every_output(repo):
 def test_candidate_experiment_reruns_only_the_candidate(repo):
     before = (repo / "models/ce/seed0.pt").read_bytes()
     out = sh("dvc", "exp", "run", "-S", "loss=balanced_softmax", cwd=repo)
-    assert ran(out) == {"configs", "train", "evaluate", "report"}, out
+    assert ran(out) == {"configs", "train@candidate", "evaluate@candidate", "report"}, out
     assert (repo / "models/ce/seed0.pt").read_bytes() == before
     diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo))
     changes = diff["metrics/candidate.json"]
@@ -104,7 +104,7 @@ def test_candidate_experiment_reruns_only_the_candidate(repo):
 
 def test_candidate_can_try_ldam(repo):
     out = sh("dvc", "exp", "run", "-S", "loss=ldam", cwd=repo)
-    assert ran(out) == {"configs", "train", "evaluate", "report"}, out
+    assert ran(out) == {"configs", "train@candidate", "evaluate@candidate", "report"}, out
     cfg = json.loads((repo / "configs/runs/candidate.json").read_text())
     assert cfg["loss"] == "ldam" and cfg["head"] == "cosine"  # head: auto picks LDAM's
 

@@ -8,8 +8,8 @@ from ltcifar import engine
 from ltcifar.errors import PipelineError
 from ltcifar.inference import choose_posthoc_tau
 from ltcifar.losses import log_prior
+from tests.conftest import make_split, recipe
 from tests.params_edit import error_of, repo_params
-from tests.test_engine import make_split, recipe
 
 COUNTS = torch.tensor([900, 90, 10])
 

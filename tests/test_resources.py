@@ -6,7 +6,7 @@ import torch
 from ltcifar.device import out_of_memory_hint
 from ltcifar.engine import fingerprint
 from ltcifar.errors import PipelineError
-from tests.test_engine import recipe
+from tests.conftest import recipe
 
 
 def test_out_of_memory_names_the_settings_to_lower():

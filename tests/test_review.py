@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from ltcifar.review import config_changes, metric_name
@@ -42,6 +43,7 @@ def write(repo: Path, files: dict[str, object]) -> None:
         path.write_text(text)
 
 
+@pytest.mark.slow
 def test_review_holds_exactly_the_changes(tmp_path):
     repo = tmp_path
     ce_cfg = {"loss": "cross_entropy", "epochs": 6}

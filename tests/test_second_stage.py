@@ -10,8 +10,8 @@ import torch
 from ltcifar import second_stage as ss
 from ltcifar.models import build_model
 from ltcifar.second_config import SECOND
+from tests.conftest import make_split
 from tests.params_edit import error_of, repo_params
-from tests.test_engine import make_split
 
 CFG = {
     **{k: f.default for k, f in SECOND.items() if k not in ("run", "split")},

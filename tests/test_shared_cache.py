@@ -24,6 +24,8 @@ from tests.dvcrepo import ENV as DVC_ENV
 from tests.dvcrepo import ROOT, copy_project
 from tests.dvcrepo import sh as dvc_sh
 
+pytestmark = pytest.mark.slow  # every test here runs stages in subprocesses
+
 ENV = {**DVC_ENV, "OMP_NUM_THREADS": "1"}  # two clones at once on the cores: no oversubscription
 
 

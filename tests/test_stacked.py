@@ -1,6 +1,5 @@
 """Stacked seeds: splitting undoes stacking, and a stacked run trains what separate runs train."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -8,7 +7,7 @@ from ltcifar.engine import train
 from ltcifar.errors import PipelineError
 from ltcifar.models import build_model
 from ltcifar.stacked import split_state, stack_models, train_stacked
-from tests.test_engine import make_split, recipe, strip_speed
+from tests.conftest import recipe, strip_speed
 
 CPU = torch.device("cpu")
 # Stacked and separate runs sum in different orders (grouped convolutions, a batched head), so
@@ -20,14 +19,6 @@ CPU = torch.device("cpu")
 # tells a bug from rounding: a run at half the lr (as if the gradient were divided by S = 2)
 # gives 1.7e-2 to 0.8, and another seed's stream changes everything.
 WEIGHT_TOL, HISTORY_TOL, DRIFT_TOL = 1e-3, 5e-3, 1e-3
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    rng = np.random.default_rng(0)
-    y = rng.integers(0, 4, 192)
-    x = (rng.integers(0, 60, (192, 16, 16, 3)) + 50 * y[:, None, None, None]).astype(np.uint8)
-    return make_split(x, y, 32, 4)
 
 
 def seed_models(seeds: list[int], **options) -> list[torch.nn.Module]:
@@ -61,6 +52,7 @@ def drift(got: dict, want: dict, init: dict) -> float:
     return float((err / moved).sqrt())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "over",
     [
@@ -97,6 +89,7 @@ def test_unsupported_runs_are_refused(tiny, over, why):
         train_stacked(recipe(**over), tiny, [0, 1], CPU)
 
 
+@pytest.mark.slow
 def test_stacked_resume_equals_uninterrupted_and_engine_resumes_its_checkpoint(
     tiny, tmp_path, capsys
 ):

@@ -1,0 +1,75 @@
+"""Helpers every test file may use: a recipe with small defaults, a split from arrays, the
+module-scoped ``tiny`` split, and a dead process id. Import the plain helpers from here
+(``from tests.conftest import recipe``); pytest finds the fixtures by itself."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ltcifar.config import RECIPE
+from ltcifar.data import SplitData
+
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+def recipe(**over) -> dict:
+    cfg = {k: f.default for k, f in RECIPE.items()}
+    cfg.update(
+        name="t",
+        split="s",
+        loss="cross_entropy",
+        sampler="instance",
+        mixup="none",
+        model="resnet20",
+        head="linear",
+        epochs=3,
+        batch_size=32,
+        warmup_epochs=1,
+        milestones=[2],
+        checkpoint_every=1,
+        eval_batch_size=256,
+    )
+    cfg.update(over)
+    return cfg
+
+
+def make_split(x: np.ndarray, y: np.ndarray, n_val: int, num_classes: int) -> SplitData:
+    def t(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    mean = t(x.reshape(-1, x.shape[-1]).mean(0).astype(np.float32)).view(1, -1, 1, 1)
+    std = t(x.reshape(-1, x.shape[-1]).std(0).astype(np.float32)).view(1, -1, 1, 1)
+    return SplitData(
+        x=t(x[n_val:]),
+        y=t(y[n_val:]),
+        x_val=t(x[:n_val]),
+        y_val=t(y[:n_val]),
+        counts=torch.bincount(t(y[n_val:]), minlength=num_classes),
+        mean=mean,
+        std=std,
+        classes=[str(i) for i in range(num_classes)],
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny() -> SplitData:
+    """192 16x16 images of 4 classes, 32 of them for validation, learnable in a few steps."""
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 192)
+    x = (rng.integers(0, 60, (192, 16, 16, 3)) + 50 * y[:, None, None, None]).astype(np.uint8)
+    return make_split(x, y, 32, 4)
+
+
+def strip_speed(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "img_per_s"} for row in history]
+
+
+def dead_pid() -> int:
+    """The id of a process that has exited (its temporaries are orphans)."""
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
