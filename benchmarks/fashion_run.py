@@ -1,6 +1,10 @@
 """A short real training run on a long-tailed Fashion-MNIST step split, without DVC.
 
 Usage (from the repo root): python benchmarks/fashion_run.py [DIR] [--epochs 10] [--loss LOSS]
+  [--sampler S] [--mixup M] [--alpha A] [--seed N] [--study]
+``--study`` trains with the Fashion-MNIST step study's recipe (studies/fashion_step.params.yaml:
+nesterov, weight decay 5e-4, 2 warm-up epochs ramped per step, then cosine), as issue 10's
+sampler_mixup measurements did (README, "sampler_mixup against the reference loop").
 DIR holds the four IDX .gz files (default: benchmarks/data/fashion-mnist if present, else
 /usr/share/datasets/fashion-mnist). The split: class 0 keeps n_max, classes 1-9 keep 600, 100 per
 class held out for validation (val_policy reserve, so class 0 keeps 6000 - 100 = 5900).
@@ -18,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ltcifar.config import SPLIT, defaults  # noqa: E402
+from ltcifar.config import MIXUP_ALIASES, SPLIT, defaults  # noqa: E402
 from ltcifar.data import SplitData  # noqa: E402
 from ltcifar.datasets import DATASETS  # noqa: E402
 from ltcifar.device import device_name, select_device  # noqa: E402
@@ -28,8 +32,10 @@ from ltcifar.losses import LOSSES  # noqa: E402
 from ltcifar.lt_index import build_index  # noqa: E402
 from ltcifar.methods import check  # noqa: E402
 from ltcifar.metrics import confusion, summarize  # noqa: E402
+from ltcifar.mixup import MIXUPS  # noqa: E402
 from ltcifar.models import MODELS, build_model, model_options  # noqa: E402
 from ltcifar.params import validate  # noqa: E402
+from ltcifar.samplers import SAMPLERS  # noqa: E402
 
 CARRIED = ROOT / "benchmarks" / "data" / "fashion-mnist"
 SYSTEM = Path("/usr/share/datasets/fashion-mnist")
@@ -45,6 +51,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--compile", action="store_true")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's)")
+    p.add_argument("--sampler", choices=sorted(SAMPLERS), default="instance")
+    p.add_argument("--mixup", choices=sorted([*MIXUPS, *MIXUP_ALIASES]), default="none")
+    p.add_argument("--alpha", type=float, help="mixup_alpha (default: the recipe's, 1.0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--study", action="store_true", help="the Fashion-MNIST step study's recipe")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -95,19 +106,28 @@ def main(argv: list[str] | None = None) -> None:
         batch_size=args.batch,
         schedule="cosine",
         warmup_epochs=0,
+        sampler=args.sampler,
+        mixup=args.mixup,
         checkpoint="last",
         compile="always" if args.compile else "never",
         head="cosine" if args.loss == "ldam" else "linear",
         transfer=False,  # trained from scratch: what methods.check asks of a run
     )
+    if args.alpha is not None:
+        cfg["mixup_alpha"] = args.alpha
+    if args.study:
+        cfg.update(nesterov=True, weight_decay=5e-4, warmup_epochs=2, warmup="step")
+    cfg.update(MIXUP_ALIASES.get(cfg["mixup"], {}))
     check(cfg, "fashion_run")
     print(
         f"fashion_mnist step split: counts {index['counts']}, {index['total_val']} val; "
-        f"{args.model} / {args.loss}, {args.epochs} epochs, batch {args.batch}, device {device}"
+        f"{args.model} / {args.loss} / {cfg['sampler']} sampler / {cfg['mixup']} "
+        f"(alpha {cfg['mixup_alpha']}), {args.epochs} epochs, batch {args.batch}, seed "
+        f"{args.seed}, device {device}"
     )
 
     t0 = time.perf_counter()
-    result = train(cfg, data, 0, device)
+    result = train(cfg, data, args.seed, device)
     wall = time.perf_counter() - t0
     model = build_model(cfg["model"], len(classes), data.in_channels, **model_options(cfg))
     model.load_state_dict(result.state_dict)
