@@ -176,25 +176,26 @@ def second_stage_markdown(runs: pd.DataFrame) -> str:
 
 def references_markdown(refs: dict, profiles: set[str]) -> list[str]:
     """Other work's numbers with their sources, and whether they compare with these runs."""
+    caveat = (
+        "LDAM-DRW's code (kaidic/LDAM-DRW) reports its best epoch on the test set; our runs "
+        "keep the last epoch (or the best on validation images), so equal skill scores lower "
+        "here, and the full profile trains 50 epochs, not the published 200."
+    )
     if profiles - {"full"}:
         note = (
             f"These runs use the {', '.join(sorted(profiles - {'full'}))} profile (not CIFAR): "
-            "the references below are for CIFAR and are **not comparable** with them."
+            "the references below are for CIFAR and are **not comparable** with them. "
         )
     else:
-        note = (
-            "The results table's *reference* column shows the matching number beside ours. "
-            "LDAM-DRW's code (kaidic/LDAM-DRW) reports its best epoch on the test set; our runs "
-            "keep the last epoch (or the best on validation images), so equal skill scores "
-            "lower here, and the full profile trains 50 epochs, not the published 200."
-        )
+        note = "The results table's *reference* column shows the matching number beside ours. "
     sources = refs["sources"]
     rows = [
         [r["what"], r["setting"], SCORES[r["metric"]], f"{r['value']:.4f}", sources[r["source"]]]
         for r in refs["references"]
     ]
     table = md_table(["what", "setting", "metric (test)", "value", "source"], rows)
-    return ["## Reference numbers (not produced by this pipeline)", "", note, "", table, ""]
+    title = "## Reference numbers (not produced by this pipeline)"
+    return [title, "", note + caveat, "", table, ""]
 
 
 def load_accuracy_curves(logs_dir: Path, run: str) -> pd.DataFrame:

@@ -413,6 +413,7 @@ def test_references_sit_beside_matching_full_runs(built):
     ):
         assert number in refs
     assert "not comparable" not in text
+    assert "reports its best epoch on the test set" in refs  # under every profile
 
 
 FIGURES = [
@@ -531,6 +532,7 @@ def test_quick_profile_says_references_are_not_comparable(tmp_path):
     shutil.rmtree(root / "logs")
     text = build(root).read_text()
     assert "references below are for CIFAR and are **not comparable**" in text
+    assert "reports its best epoch on the test set" in text
     assert "reference (not ours)" not in text
     assert "Waits for a plainnet20 and a resnet20 run" in text
 
