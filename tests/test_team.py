@@ -112,7 +112,9 @@ def test_job_script_runs_and_pushes_back(remotes, sweep):
         )
         assert job.returncode == 0, job.stdout + job.stderr
         # the job reran the candidate only: the baseline came from the DVC remote
-        assert ran(job.stdout) == {"configs", "train@candidate", "evaluate@candidate", "report"}, job.stdout
+        assert ran(job.stdout) == {"configs", "train@candidate", "evaluate@candidate", "report"}, (
+            job.stdout
+        )
     c = base / "c"
     sh("git", "clone", "-q", str(remotes["origin"]), str(c), cwd=base)
     sh("dvc", "exp", "pull", "origin", cwd=c)
