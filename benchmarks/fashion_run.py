@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ltcifar.config import MIXUP_ALIASES, SPLIT, defaults  # noqa: E402
+from ltcifar.config import MIXUP_ALIASES, SPLIT, defaults, expand_aliases  # noqa: E402
 from ltcifar.data import SplitData  # noqa: E402
 from ltcifar.datasets import DATASETS  # noqa: E402
 from ltcifar.device import device_name, select_device  # noqa: E402
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg["mixup_alpha"] = args.alpha
     if args.study:
         cfg.update(nesterov=True, weight_decay=5e-4, warmup_epochs=2, warmup="step")
-    cfg.update(MIXUP_ALIASES.get(cfg["mixup"], {}))
+    cfg = expand_aliases(cfg, "fashion_run")
     check(cfg, "fashion_run")
     print(
         f"fashion_mnist step split: counts {index['counts']}, {index['total_val']} val; "

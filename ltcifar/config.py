@@ -389,14 +389,21 @@ def _layered(params: dict, prof: dict, name: str, *layers: dict) -> dict:
     cfg = {**cfg, **prof["budget"], "name": name}
     if cfg["head"] == "auto":
         cfg["head"] = "cosine" if cfg["loss"] == "ldam" else "linear"
-    if cfg["mixup"] in MIXUP_ALIASES:
-        if cfg["sampler"] != "instance":
-            raise ParamsError(
-                f"{name}: mixup {cfg['mixup']} is {MIXUP_ALIASES[cfg['mixup']]}; it sets the "
-                f"sampler itself, so sampler {cfg['sampler']} is refused (one prior correction)"
-            )
-        cfg.update(MIXUP_ALIASES[cfg["mixup"]])
-    return cfg
+    return expand_aliases(cfg, name)
+
+
+def expand_aliases(cfg: dict, where: str) -> dict:
+    """``cfg`` with a mixup alias replaced by its sampler and mixup; refused, naming ``where``,
+    when the config also sets a sampler of its own (it would re-sample twice)."""
+    pair = MIXUP_ALIASES.get(cfg["mixup"])
+    if pair is None:
+        return cfg
+    if cfg["sampler"] != "instance":
+        raise ParamsError(
+            f"{where}: mixup {cfg['mixup']} is {pair}; it sets the sampler itself, so sampler "
+            f"{cfg['sampler']} is refused (one prior correction)"
+        )
+    return {**cfg, **pair}
 
 
 def resolve_run(params: dict, name: str, profile: str | None = None) -> dict:
