@@ -104,7 +104,7 @@ def reference_for(row: pd.Series, refs: dict) -> str:
     if row["profile"] != "full" or isinstance(row.get("second_stage"), str):
         return ""
     found = [
-        f"{r['value']:.4f} {SCORES[r['metric']]} ({r['source'].replace('_', ' ')})"
+        f"{r['value']:.4f} {SCORES[r['metric']]} ({refs['sources'][r['source']]['short']})"
         for r in refs["references"]
         if "match" in r and matches(row, r["match"])
     ]
@@ -190,7 +190,13 @@ def references_markdown(refs: dict, profiles: set[str]) -> list[str]:
         note = "The results table's *reference* column shows the matching number beside ours. "
     sources = refs["sources"]
     rows = [
-        [r["what"], r["setting"], SCORES[r["metric"]], f"{r['value']:.4f}", sources[r["source"]]]
+        [
+            r["what"],
+            r["setting"],
+            SCORES[r["metric"]],
+            f"{r['value']:.4f}",
+            sources[r["source"]]["full"],
+        ]
         for r in refs["references"]
     ]
     table = md_table(["what", "setting", "metric (test)", "value", "source"], rows)

@@ -354,8 +354,8 @@ def test_post_hoc_adjustment_is_matched_to_logit_adjustment_and_second_stages_to
     )
     rows = results_table(build(root).read_text())
     ref = "reference (not ours)"
-    assert rows["c100_posthoc_la"][ref] == "0.4410 accuracy (logit adjustment)"
-    assert rows["c100_ce"][ref] == "0.3830 accuracy (cao2019)"
+    assert rows["c100_posthoc_la"][ref] == "0.4410 accuracy (google-research logit_adjustment)"
+    assert rows["c100_ce"][ref] == "0.3830 accuracy (Cao et al. 2019)"
     assert rows["c100_ce_crt"][ref] == ""
 
 
@@ -390,8 +390,8 @@ def test_references_sit_beside_matching_full_runs(built):
     assert rows["step_ce"][ref] == "0.7457 macro-F1 (seed study)"
     assert rows["step_sampler_mixup"][ref] == "0.7971 macro-F1 (seed study)"
     assert rows["step_balanced_softmax"][ref] == "0.7991 macro-F1 (seed study)"
-    assert rows["exp_ce"][ref] == "0.7040 accuracy (cao2019)"
-    assert rows["c100_ce"][ref] == "0.3830 accuracy (cao2019)"
+    assert rows["exp_ce"][ref] == "0.7040 accuracy (Cao et al. 2019)"
+    assert rows["c100_ce"][ref] == "0.3830 accuracy (Cao et al. 2019)"
     assert rows["resnet20"][ref] == "0.6498 accuracy (seed study)"
     both = "0.4300 accuracy (seed study); 0.6142 accuracy (seed study)"
     assert rows["plainnet20"][ref] == both
