@@ -37,6 +37,12 @@ GROUPS = ("imbalance", "balanced", "transfer")
 SHAPES = ("step", "exp", "none")
 PLAIN_CE = {"loss": "cross_entropy", "sampler": "instance", "mixup": "none", "posthoc": False}
 ARCH_MODELS = ("plainnet20", "resnet20")
+# What the report reads of a metrics file's ``run`` block, as the evaluate stage writes it.
+RECORDED = {
+    "dataset", "split", "profile", "model", "loss", "sampler", "mixup", "seeds", "test_images",
+    "train_images", "device", "mode", "params", "trainable_params", "posthoc", "group",
+    "split_shape", "n_max", "n_min", "k", "imbalance", "second_stage", "first_stage",
+}  # fmt: skip
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
@@ -64,6 +70,12 @@ def load_runs(metrics_dir: Path) -> pd.DataFrame:
     rows = []
     for path in paths:
         metrics = json.loads(path.read_text())
+        missing = {"run", "per_seed"} - set(metrics) or RECORDED - set(metrics["run"])
+        if missing:
+            raise PipelineError(
+                f"{path} lacks {', '.join(sorted(missing))}: it was written by an older evaluate "
+                "stage; rerun it (`dvc repro`)"
+            )
         row = {"run": path.stem, **metrics["run"]}
         for key in SCORES:
             values = [s[key] for s in metrics["per_seed"].values() if key in s]

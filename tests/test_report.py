@@ -556,6 +556,17 @@ def test_stage_without_metrics_says_to_run_dvc_repro(tmp_path, monkeypatch):
     assert not (tmp_path / "reports").exists()
 
 
+def test_metrics_of_an_older_evaluate_stage_are_refused_in_one_line(tmp_path):
+    root = make_outputs(tmp_path)
+    path = root / "metrics" / "exp_ce.json"
+    old = json.loads(path.read_text())
+    del old["run"]["group"]
+    path.write_text(json.dumps(old))
+    with pytest.raises(PipelineError, match=r"exp_ce.json lacks group: .*older evaluate") as e:
+        report.load_runs(root / "metrics")
+    assert "\n" not in str(e.value)
+
+
 def test_stage_does_not_import_torch():
     code = "import sys, stages.report; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
