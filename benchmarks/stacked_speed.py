@@ -24,9 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train_speed import bench_cfg, random_split  # noqa: E402
 
 from ltcifar.device import device_name, select_device  # noqa: E402
-from ltcifar.engine import train  # noqa: E402
+from ltcifar.engine import train, train_stacked  # noqa: E402
 from ltcifar.models import MODELS  # noqa: E402
-from ltcifar.stacked import train_stacked  # noqa: E402
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -1,16 +1,14 @@
-"""The training engine every training stage uses: one run, one seed, data resident on the device.
+"""The training engine every training stage uses: one run, data resident on the device.
 
-The hot loop launches only what a step needs: it slices a per-epoch index tensor, augments with
-one gather, mixes with what the mixup drew for the whole epoch (``mixup.Epoch``), and keeps the
-loss and each step's predictions on the device. The training confusion matrix is built once per
-epoch from those predictions against each image's own label (under mixup, the unmixed one), and
-the host reads loss and matrix once per epoch. That read also reveals a
-non-finite loss: the steps before the first one are counted on the device, so the error names
-the exact step, found at the end of its epoch rather than at a per-step sync. Checkpoints hold
-everything an exact resume needs (model, optimiser, schedule, RNG streams, history): on the CPU
-a resumed run is bit-exact; on CUDA only with ``deterministic: true``, since cuDNN's autotuner
-and atomic-add kernels otherwise pick differently from run to run. Checkpoints hold plain data
-and tensors only, and are read with ``weights_only=True``: a file is never code.
+One loop trains one seed, or S seeds of a run stacked into one model (``ltcifar.stacked``). A
+step launches only what it needs: it slices a per-epoch index tensor, augments with one gather,
+mixes with what the mixup drew for the whole epoch (``mixup.Epoch``), and keeps the loss and its
+predictions on the device. The host reads loss and training confusion matrix (each image against
+its own label; under mixup, the unmixed one) once per epoch; the steps before a non-finite loss
+are counted on the device, so that read names the exact step. Checkpoints hold everything an
+exact resume needs (model, optimiser, schedule, RNG streams, history): on the CPU a resumed run
+is bit-exact; on CUDA only with ``deterministic: true`` (cuDNN's autotuner and atomic adds
+otherwise vary). They hold plain data and tensors, read with ``weights_only=True``: never code.
 """
 
 import copy
@@ -19,7 +17,8 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +36,17 @@ from ltcifar.files import atomic_path
 from ltcifar.inference import choose_posthoc_tau, predict
 from ltcifar.losses import build_loss
 from ltcifar.metrics import confusion, summarize
-from ltcifar.mixup import MIXUPS, Epoch
+from ltcifar.mixup import MIXUPS, Epoch, StepMix
 from ltcifar.models import build_model, model_options
 from ltcifar.samplers import SAMPLERS, balanced_draw, sampler_for
+from ltcifar.stacked import (
+    cat_opt_states,
+    cat_states,
+    refusal,
+    split_opt_state,
+    split_state,
+    stack_models,
+)
 from ltcifar.transfer import apply_mode, init_from_backbone, param_groups, train_mode
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -143,20 +150,32 @@ def validate(model, data: SplitData, cfg: dict) -> dict[str, float]:
     return {"val/loss": loss, **{f"val/{k}": v for k, v in summarize(conf).items()}}
 
 
-def non_finite_message(
-    cfg: dict, seed: int, epoch: int, step: int, steps: int, last: float, lr: float
-) -> str:
+def _non_finite(cfg: dict, seed: int, epoch: int, good: int, steps: int, last: float) -> str:
     before = (
         f"the last finite loss was {last:.6g}"
         if math.isfinite(last)
         else "no finite loss seen before it"
     )
+    lr = scaled_lr(cfg) * lr_factor(cfg, steps)(epoch * steps + good)  # the head group's
     return (
         f"run {cfg['name']!r} seed {seed}: the training loss is not finite at epoch {epoch}, "
-        f"step {step} of {steps} (counting from 0; {before}); training stopped and this epoch "
+        f"step {good} of {steps} (counting from 0; {before}); training stopped and this epoch "
         f"is not checkpointed; the lr at that step was {lr:.6g} (base lr {cfg['lr']}): "
         f"lower lr, set grad_clip, or precision: fp32 (or check the loss {cfg['loss']!r})"
     )
+
+
+@contextmanager
+def _cpu_rng(states: list[torch.Tensor], s: int) -> Iterator[None]:
+    """Run a block on seed s's stream of torch's CPU generator (mixup draws there), so that
+    stacked seeds draw what each would draw alone."""
+    outer = torch.get_rng_state()
+    torch.set_rng_state(states[s])
+    try:
+        yield
+    finally:
+        states[s] = torch.get_rng_state()
+        torch.set_rng_state(outer)
 
 
 def train(
@@ -173,6 +192,41 @@ def train(
     ``backbone`` is the state_dict a transfer run starts from (all but the new head). In a
     process group (``processes: N``, see ``ltcifar.ddp``) every rank calls this; only rank 0
     validates, logs and checkpoints, and only its result is meant to be saved."""
+    paths = None if ckpt_path is None else [ckpt_path]
+    return _train(cfg, data, [seed], device, paths, None if log is None else [log], backbone)[0]
+
+
+def train_stacked(
+    cfg: dict,
+    data: SplitData,
+    seeds: list[int],
+    device: torch.device,
+    ckpt_paths: list[Path] | None = None,
+    logs: list[LogFn] | None = None,
+) -> list[TrainResult]:
+    """Train one run for every seed at once, stacked into one model (``ltcifar.stacked``); per
+    seed, what ``train`` gives to float rounding (sums in another order), not bit for bit.
+    ``ckpt_paths[i]`` and ``logs[i]`` are seed i's: its checkpoint is ``train``'s own format
+    (so either function resumes it), and the call resumes when every seed's checkpoint holds
+    this run at one epoch. A row's ``img_per_s`` counts the images of all seeds."""
+    why = refusal(cfg, data)
+    if why is not None:
+        raise PipelineError(f"run {cfg['name']!r} cannot train seeds stacked: {why}")
+    return _train(cfg, data, seeds, device, ckpt_paths, logs)
+
+
+def _train(
+    cfg: dict,
+    data: SplitData,
+    seeds: list[int],
+    device: torch.device,
+    ckpt_paths: list[Path] | None,
+    logs: list[LogFn] | None,
+    backbone: dict | None = None,
+) -> list[TrainResult]:
+    """The one training loop, for one seed or for S seeds stacked into one model with (B, S,
+    classes) logits. A step sums the seeds' mean losses: each seed's parameters get the gradient
+    of its own loss, undivided, and SGD is elementwise, so one stacked step is S separate ones."""
     if cfg["posthoc_tau_grid"] and len(data.y_val) == 0:
         raise PipelineError(
             f"run {cfg['name']!r}: posthoc_tau_grid chooses tau on a validation set, but split "
@@ -183,66 +237,88 @@ def train(
             f"run {cfg['name']!r}: checkpoint: best_val needs a validation set, "
             f"but split {cfg['split']!r} has none; set checkpoint: last or val_per_class"
         )
-    torch.manual_seed(seed)
     if cfg["deterministic"]:  # cuBLAS reads it when CUDA first calls it; unset, CUDA raises
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not cfg["deterministic"]
         torch.use_deterministic_algorithms(cfg["deterministic"])
-    world = ddp.current()
-    gen = torch.Generator(device).manual_seed(seed)  # the same draws on every rank
-    own = ddp.rank_generator(gen, seed, world)  # this rank's own draws (augmentation)
-    C, n = data.num_classes, len(data.y)
+    world, S, C, n = ddp.current(), len(seeds), data.num_classes, len(data.y)
     bs = min(ddp.check(cfg, world), n // world.size)  # this rank's share of the batch
-    steps, images = n // (bs * world.size), bs * world.size  # images: of a step, all ranks
-    model = build_model(cfg["model"], C, data.in_channels, **model_options(cfg))
-    if backbone is not None:
-        init_from_backbone(model, backbone)
-    apply_mode(model, cfg["finetune"])
-    model = model.to(device)
-    if cfg["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
+    steps, images = n // (bs * world.size), bs * world.size * S  # images: of a step, all ranks
+    models, gens, owns, rngs = [], [], [], []
+    for seed in seeds:  # each seed's streams start as they would for that seed alone
+        torch.manual_seed(seed)
+        gens.append(torch.Generator(device).manual_seed(seed))  # the same draws on every rank
+        owns.append(ddp.rank_generator(gens[-1], seed, world))  # this rank's own (augmenting)
+        net = build_model(cfg["model"], C, data.in_channels, **model_options(cfg))
+        if backbone is not None:
+            init_from_backbone(net, backbone)
+        apply_mode(net, cfg["finetune"])
+        models.append(net.to(device))  # a stacked run keeps them to validate each seed
+        rngs.append(torch.get_rng_state())
+    model = models[0] if S == 1 else stack_models(models).to(device)
+    if cfg["channels_last"]:  # in place: models[0] may be the model itself
+        for m in [model, *models]:
+            m.to(memory_format=torch.channels_last)
     fwd = compiled(ddp.wrap(model, device, world), device, cfg)
     opt = make_optimizer(model, cfg, device)
-    factor = lr_factor(cfg, steps)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps))
     loss_fn = build_loss(cfg, data.counts)
     mix = MIXUPS[cfg["mixup"]](cfg)
+    batches = [batch_of(data, cfg, own) for own in owns]  # augmented with this rank's own draws
 
-    batch = batch_of(data, cfg, own)  # augmented with this rank's own draws
+    def epoch_mix(s: int) -> StepMix:
+        """Seed s's mixing for one epoch, drawn from its own generators."""
 
-    def balanced_indices(n: int) -> torch.Tensor:
-        """n class-balanced indices for this rank: its shard of a draw for every rank."""
-        return ddp.shard(balanced_draw(data.y, data.counts, n * world.size, gen), world)
+        def balanced(k: int) -> torch.Tensor:  # this rank's shard of a draw for every rank
+            return ddp.shard(balanced_draw(data.y, data.counts, k * world.size, gens[s]), world)
 
-    history: list[dict[str, float]] = []
-    best = {"score": -1.0, "epoch": -1, "state": None}
-    run_cfg = {**cfg, "seed": seed}
-    start, fp = 0, fingerprint(run_cfg)
-    if ckpt_path is not None and ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path, device, fp, run_cfg)
-        if ck is not None:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["opt"])
-            sched.load_state_dict(ck["sched"])
+        with _cpu_rng(rngs, s):
+            return mix(Epoch(steps, bs, gens[s], balanced, batches[s]))
+
+    histories: list[list[dict[str, float]]] = [[] for _ in seeds]
+    best = [{"score": -1.0, "epoch": -1, "state": None} for _ in seeds]
+    run_cfgs = [{**cfg, "seed": seed} for seed in seeds]
+    fps = [fingerprint(c) for c in run_cfgs]
+    start, found = 0, []
+    if ckpt_paths is not None:
+        found = [
+            load_checkpoint(path, device, fp, rc) if path.exists() else None
+            for path, fp, rc in zip(ckpt_paths, fps, run_cfgs, strict=True)
+        ]
+    if found and all(found) and len({ck["epoch"] for ck in found}) == 1:
+        model.load_state_dict(cat_states([ck["model"] for ck in found]))
+        opt.load_state_dict(cat_opt_states([ck["opt"] for ck in found]))
+        sched.load_state_dict(found[0]["sched"])
+        for gen, ck in zip(gens, found, strict=True):
             gen.set_state(ck["gen"].cpu())
-            if world.size > 1:
-                own.set_state(ck["rank_gens"][world.rank].cpu())
-            torch.set_rng_state(ck["rng"].cpu())
-            start, history, best = ck["epoch"], ck["history"], ck["best"]
-            print(f"resuming {cfg['name']} seed {seed} from epoch {start} ({ckpt_path})")
-    log = log if world.main else None
-    if log is not None:  # replay what a killed run had logged, so the logs stay whole
-        for epoch, row in enumerate(history):
-            log(epoch, row)
+        if world.size > 1:
+            owns[0].set_state(found[0]["rank_gens"][world.rank].cpu())
+        rngs = [ck["rng"].cpu() for ck in found]
+        start = found[0]["epoch"]
+        histories, best = [ck["history"] for ck in found], [ck["best"] for ck in found]
+        at = f"seed {seeds[0]} from epoch {start} ({ckpt_paths[0]})"
+        if S > 1:
+            at = f"seeds {seeds} from epoch {start} (stacked)"
+        print(f"resuming {cfg['name']} {at}")
+    elif any(found):
+        print(
+            f"not resuming {cfg['name']} seeds {seeds}: their checkpoints are at epochs "
+            f"{[ck and ck['epoch'] for ck in found]} (None: none of this run); starting from 0"
+        )
+    logs = logs if world.main else None
+    if logs is not None:  # replay what a killed run had logged, so the logs stay whole
+        for log, history in zip(logs, histories, strict=True):
+            for epoch, row in enumerate(history):
+                log(epoch, row)
 
-    last_ok = torch.full((), math.nan, device=device)  # the last finite training loss
+    last_ok = torch.full((S,), math.nan, device=device)  # each seed's last finite loss
     bar = tqdm(
         total=cfg["epochs"] * steps * images,
         initial=start * steps * images,
         unit="img",
         unit_scale=True,
-        desc=f"{cfg['name']} s{seed}",
+        desc=f"{cfg['name']} s{','.join(map(str, seeds))}",
         dynamic_ncols=True,
         **({} if world.main else {"disable": True}),  # given, disable would beat TQDM_DISABLE
     )
@@ -250,92 +326,107 @@ def train(
         train_mode(model, cfg["finetune"])
         t0 = time.perf_counter()
         sampler = SAMPLERS[sampler_for(cfg, epoch)]
-        order = ddp.shard(sampler(data.y, data.counts, epoch, cfg["epochs"], gen), world)
-        step_mix = mix(Epoch(steps, bs, gen, balanced_indices, batch))
-        loss_sum = torch.zeros((), device=device)
-        ok = torch.ones((), dtype=torch.bool, device=device)  # every loss so far finite
-        n_ok = torch.zeros((), device=device)  # steps before the first non-finite loss
-        preds = torch.empty(steps * bs, dtype=torch.long, device=device)
-        for s in range(steps):
-            idx = order[s * bs : (s + 1) * bs]
-            xb, targets = step_mix(s, *batch(idx))
+        orders = torch.stack(
+            [ddp.shard(sampler(data.y, data.counts, epoch, cfg["epochs"], g), world) for g in gens]
+        )
+        mixes = [epoch_mix(s) for s in range(S)]
+        loss_sum = torch.zeros(S, device=device)
+        ok = torch.ones(S, dtype=torch.bool, device=device)  # every loss so far finite
+        n_ok = torch.zeros(S, device=device)  # steps before the first non-finite loss
+        preds = torch.empty(S, steps * bs, dtype=torch.long, device=device)
+        for step in range(steps):
+            idx = orders[:, step * bs : (step + 1) * bs]
+            xs, ts = zip(*(mixes[s](step, *batches[s](idx[s])) for s in range(S)), strict=True)
+            x = torch.cat(xs, 1)
+            if cfg["channels_last"]:
+                x = x.contiguous(memory_format=torch.channels_last)
             with autocast_for(device, cfg):
-                logits = fwd(xb)
-            loss = loss_fn(logits, targets, epoch)
+                logits = fwd(x).view(len(x), S, C)
+            losses = torch.stack([loss_fn(logits[:, s], ts[s], epoch) for s in range(S)])
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            losses.sum().backward()
             if cfg["grad_clip"] > 0:
                 clip_grad_norm_(model.parameters(), cfg["grad_clip"])
             opt.step()
             sched.step()
-            loss_sum += loss.detach()
-            ok &= torch.isfinite(loss.detach())
+            losses = losses.detach()
+            loss_sum += losses
+            ok &= torch.isfinite(losses)
             n_ok += ok
-            last_ok = torch.where(ok, loss.detach().float(), last_ok)
-            preds[s * bs : (s + 1) * bs] = logits.detach().argmax(1)
+            last_ok = torch.where(ok, losses.float(), last_ok)
+            preds[:, step * bs : (step + 1) * bs] = logits.detach().argmax(2).T
             bar.update(images)
-        conf = confusion(data.y[order[: steps * bs]], preds, C)  # each image's own label
-        ddp.reduce_epoch(loss_sum, n_ok, conf, world)
+        conf = [confusion(data.y[orders[s, : steps * bs]], preds[s], C) for s in range(S)]
+        if world.size > 1:
+            ddp.reduce_epoch(loss_sum, n_ok, conf[0], world)
         # the epoch's one host-device sync
-        total, good_steps, last = torch.stack([loss_sum.float(), n_ok, last_ok]).tolist()
-        if good_steps < steps:
-            bar.close()
-            lr = scaled_lr(cfg) * factor(epoch * steps + int(good_steps))  # the head group's
-            raise PipelineError(
-                non_finite_message(cfg, seed, epoch, int(good_steps), steps, last, lr)
-            )
-        train_loss = total / steps
+        totals, good, lasts = torch.stack([loss_sum.float(), n_ok, last_ok]).tolist()
+        for s, seed in enumerate(seeds):
+            if good[s] < steps:
+                bar.close()
+                raise PipelineError(_non_finite(cfg, seed, epoch, int(good[s]), steps, lasts[s]))
         img_per_s = steps * images / (time.perf_counter() - t0)
-        row = {
-            "train/loss": train_loss,
-            **{f"train/{k}": v for k, v in summarize(conf.cpu().numpy()).items()},
-            **(validate(model, data, cfg) if world.main else {}),
-            "lr": opt.param_groups[-1]["lr"],
-            "img_per_s": img_per_s,
-        }
-        history.append(row)
-        if log is not None:
-            log(epoch, row)
-        if world.main and cfg["checkpoint"] == "best_val" and row["val/macro_f1"] > best["score"]:
-            best = {
-                "score": row["val/macro_f1"],
-                "epoch": epoch,
-                "state": copy.deepcopy(model.state_dict()),
+        states = [model.state_dict()] if S == 1 else split_state(model, S)
+        for s, state in enumerate(states):
+            if S > 1:
+                models[s].load_state_dict(state)
+            row = {
+                "train/loss": totals[s] / steps,
+                **{f"train/{k}": v for k, v in summarize(conf[s].cpu().numpy()).items()},
+                **(validate(models[s], data, cfg) if world.main else {}),
+                "lr": opt.param_groups[-1]["lr"],
+                "img_per_s": img_per_s,
             }
+            histories[s].append(row)
+            if logs is not None:
+                logs[s](epoch, row)
+            if (
+                world.main
+                and cfg["checkpoint"] == "best_val"
+                and row["val/macro_f1"] > best[s]["score"]
+            ):
+                best[s] = {
+                    "score": row["val/macro_f1"],
+                    "epoch": epoch,
+                    "state": copy.deepcopy(state),
+                }
+        row = histories[0][-1]
         shown = {"loss": row["train/loss"], "val_f1": row.get("val/macro_f1", math.nan)}
         bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items() if not math.isnan(v)})
         done = epoch + 1
-        if ckpt_path is not None and (done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"]):
-            ranks = {"rank_gens": ddp.gather_state(own, world)} if world.size > 1 else {}
-            if world.main:
-                save_atomic(
-                    {
-                        "fingerprint": fp,
-                        "device": device.type,  # a generator's state fits only its own device type
-                        "config": run_cfg,  # so a mismatch can name the keys that changed
-                        "epoch": done,
-                        "model": model.state_dict(),
-                        "opt": opt.state_dict(),
-                        "sched": sched.state_dict(),
-                        "gen": gen.get_state(),
-                        "rng": torch.get_rng_state(),
-                        "history": history,
-                        "best": best,
-                        **ranks,
-                    },
-                    ckpt_path,
-                )
+        if ckpt_paths is not None and (
+            done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"]
+        ):
+            ranks = {"rank_gens": ddp.gather_state(owns[0], world)} if world.size > 1 else {}
+            opt_states = [opt.state_dict()] if S == 1 else split_opt_state(opt.state_dict(), S)
+            for s in range(S if world.main else 0):  # rank 0 writes them
+                checkpoint = {
+                    "fingerprint": fps[s],
+                    "device": device.type,  # a generator's state fits only its own device type
+                    "config": run_cfgs[s],  # so a mismatch can name the keys that changed
+                    "epoch": done,
+                    "model": states[s],
+                    "opt": opt_states[s],
+                    "sched": sched.state_dict(),
+                    "gen": gens[s].get_state(),
+                    "rng": rngs[s],
+                    "history": histories[s],
+                    "best": best[s],
+                }
+                save_atomic({**checkpoint, **ranks}, ckpt_paths[s])
     bar.close()
-    if cfg["checkpoint"] == "best_val":
-        state, selected = best["state"], best["epoch"]
-    else:
-        state, selected = model.state_dict(), cfg["epochs"] - 1
-    tau = cfg["posthoc_tau"]
-    if cfg["posthoc_tau_grid"] and world.main:  # chosen on validation images, never the test set
-        model.load_state_dict(state)
-        raw = predict(model, data.x_val, data.mean, data.std, {**cfg, "posthoc_tau": 0.0})
-        tau = choose_posthoc_tau(raw, data.y_val, data.counts, cfg["posthoc_tau_grid"])
-    return TrainResult(state, history, selected, tau)
+    results = []
+    for s, state in enumerate([model.state_dict()] if S == 1 else split_state(model, S)):
+        selected = cfg["epochs"] - 1
+        if cfg["checkpoint"] == "best_val":
+            state, selected = best[s]["state"], best[s]["epoch"]
+        tau = cfg["posthoc_tau"]
+        if cfg["posthoc_tau_grid"] and world.main:  # chosen on validation images, never test
+            models[s].load_state_dict(state)
+            raw = predict(models[s], data.x_val, data.mean, data.std, {**cfg, "posthoc_tau": 0.0})
+            tau = choose_posthoc_tau(raw, data.y_val, data.counts, cfg["posthoc_tau_grid"])
+        results.append(TrainResult(state, histories[s], selected, tau))
+    return results
 
 
 def scaled_lr(cfg: dict) -> float:

@@ -15,7 +15,7 @@ import torch
 from ltcifar import ddp, stacked
 from ltcifar.data import SplitData, load_split
 from ltcifar.device import device_name, out_of_memory_hint, select_device
-from ltcifar.engine import TrainResult, save_atomic, train
+from ltcifar.engine import TrainResult, save_atomic, train, train_stacked
 from ltcifar.errors import PipelineError, run_stage
 from ltcifar.gpus import pin_worker
 from ltcifar.logs import dvclive_logger
@@ -37,11 +37,11 @@ def train_seeds(
     ranks but 0) no logger is made, so only rank 0 touches logs/."""
     seeds = cfg["seeds"]
     if cfg["stack_seeds"] and len(seeds) > 1:
-        reason = stacked.refusal(cfg, data)
+        reason = stacked.refusal(cfg, data)  # before any logger writes logs/
         if reason:
             raise PipelineError(f"run {run!r}: stack_seeds cannot be used: {reason}")
         lives, logs = zip(*(dvclive_logger(run, seed) for seed in seeds), strict=True)
-        results = stacked.train_stacked(cfg, data, seeds, device, ckpts, list(logs))
+        results = train_stacked(cfg, data, seeds, device, ckpts, list(logs))
     else:
         lives, results = [], []
         for seed, ckpt in zip(seeds, ckpts, strict=True):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from ltcifar.engine import train
+from ltcifar.engine import train, train_stacked
 from ltcifar.errors import PipelineError
 from ltcifar.models import build_model
-from ltcifar.stacked import split_state, stack_models, train_stacked
+from ltcifar.stacked import split_state, stack_models
 from tests.conftest import recipe, strip_speed
 
 CPU = torch.device("cpu")
@@ -82,7 +82,11 @@ def test_stacked_equals_separate_runs(tiny, over):
 
 @pytest.mark.parametrize(
     "over, why",
-    [({"model": "tv_resnet18"}, "not a CIFAR net"), ({"finetune": "linear"}, "from a backbone")],
+    [
+        ({"model": "tv_resnet18"}, "not a CIFAR net"),
+        ({"finetune": "linear"}, "from a backbone"),
+        ({"grad_clip": 1.0}, "the seeds would share it"),  # one norm over all seeds' parameters
+    ],
 )
 def test_unsupported_runs_are_refused(tiny, over, why):
     with pytest.raises(PipelineError, match=why):
