@@ -16,12 +16,9 @@ LOSSES: dict[str, tuple[str, ...]] = {
     "ldam": ("ldam_max_margin", "ldam_scale"),
 }
 
-SAMPLERS: dict[str, tuple[str, ...]] = {
-    "instance": (),
-    "class_balanced": (),
-    "sqrt": (),
-    "progressive": (),
-}
+SAMPLERS: dict[str, tuple[str, ...]] = dict.fromkeys(
+    ("instance", "class_balanced", "sqrt", "progressive"), ()
+)
 
 MIXUPS: dict[str, tuple[str, ...]] = {
     "none": (),

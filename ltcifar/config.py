@@ -100,9 +100,18 @@ BASE = (
     "eval_batch_size",
 )  # fmt: skip
 
-POSITIVE = (
-    "epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every", "processes",
-    "lr_base_batch",
+# Ranges a type cannot express, checked in this order: (keys, test, wording). Each test holds
+# for the allowed values (``x > 0``, never ``not x <= 0``), so that NaN fails it too.
+RANGES = (
+    (("epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every", "processes",
+      "lr_base_batch", "mixup_alpha", "balanced_mixup_alpha", "cutmix_alpha"),
+     lambda x: x > 0, "must be > 0"),
+    (("momentum", "weight_decay", "grad_clip", "label_smoothing", "focal_gamma"),
+     lambda x: x >= 0, "must be >= 0"),
+    (("beta",), lambda x: 0 < x < 1, "must be within (0, 1)"),
+    (("drw_from", "drs_from"), lambda x: 0 <= x <= 1, "must be within [0, 1] (1 = off)"),
+    (("seeds",), bool, "is empty; give at least one seed"),
+    (("warmup_epochs",), lambda x: x >= 0, "must be >= 0"),
 )  # fmt: skip
 
 SPLIT = {
@@ -168,33 +177,20 @@ def _split_top_level(raw: object) -> tuple[dict, dict]:
             f"unknown key {printable(unknown[0])}; top-level keys are {', '.join(STRUCTURE)}, "
             f"or any run key for the candidate: {', '.join(RUN)}"
         )
-    return (
-        {k: v for k, v in raw.items() if k in STRUCTURE},
-        {k: v for k, v in raw.items() if k in RUN},
-    )
+    structure = {k: v for k, v in raw.items() if k in STRUCTURE}
+    return structure, {k: v for k, v in raw.items() if k in RUN}
 
 
 def _check_values(cfg: dict, where: str) -> None:
-    """Ranges a type cannot express; ``where`` prefixes each key in the message. Written as
-    ``not x > 0`` so that NaN fails too."""
+    """``RANGES`` and finite floats; ``where`` prefixes each key in the message."""
     for key, value in cfg.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ParamsError(f"{where}{key} = {value} must be a finite number")
-    for key in (*POSITIVE, "mixup_alpha", "balanced_mixup_alpha", "cutmix_alpha"):
-        if key in cfg and not cfg[key] > 0:
-            raise ParamsError(f"{where}{key} = {cfg[key]} must be > 0")
-    for key in ("momentum", "weight_decay", "grad_clip", "label_smoothing", "focal_gamma"):
-        if key in cfg and not cfg[key] >= 0:
-            raise ParamsError(f"{where}{key} = {cfg[key]} must be >= 0")
-    if "beta" in cfg and not 0 < cfg["beta"] < 1:
-        raise ParamsError(f"{where}beta = {cfg['beta']} must be within (0, 1)")
-    for key in ("drw_from", "drs_from"):
-        if key in cfg and not 0 <= cfg[key] <= 1:
-            raise ParamsError(f"{where}{key} = {cfg[key]} must be within [0, 1] (1 = off)")
-    if "seeds" in cfg and not cfg["seeds"]:
-        raise ParamsError(f"{where}seeds is empty; give at least one seed")
-    if "warmup_epochs" in cfg and cfg["warmup_epochs"] < 0:
-        raise ParamsError(f"{where}warmup_epochs = {cfg['warmup_epochs']} must be >= 0")
+    for keys, allowed, wording in RANGES:
+        for key in keys:
+            if key in cfg and not allowed(cfg[key]):
+                shown = "" if key == "seeds" else f" = {cfg[key]}"
+                raise ParamsError(f"{where}{key}{shown} {wording}")
 
 
 def _check_split(key: str, split: dict, datasets: list[str]) -> None:
@@ -214,15 +210,8 @@ def _check_split(key: str, split: dict, datasets: list[str]) -> None:
             raise ParamsError(f"{key}.{k} = {split[k]} must be >= 0")
 
 
-def _check_download(download: dict) -> None:
-    """Each kind's own keys: archives exist only for the catalogued datasets, and an image
-    folder takes any other name that can name a folder and a file."""
-    for name, entry in download.items():
-        check = _check_archives if entry["kind"] == "archives" else _check_image_folder
-        check(name, entry, f"download.{printable(name)}")
-
-
 def _check_archives(name: object, entry: dict, where: str) -> None:
+    """Archives exist only for the catalogued datasets (an image folder takes any other name)."""
     if name not in catalog.DATASETS:
         raise ParamsError(
             f"{where} is not a dataset with known archives ({', '.join(catalog.DATASETS)}); "
@@ -285,8 +274,8 @@ def _check_runs(params: dict) -> None:
         for name, run in params[group].items():
             params[group][name] = validate(run, RUN, f"{group}.{name}.", partial=True)
             _check_values(run, f"{group}.{name}.")
-    for name in params["transfer_runs"]:
-        if "model" in params["transfer_runs"][name]:
+    for name, run in params["transfer_runs"].items():
+        if "model" in run:
             raise ParamsError(
                 f"transfer_runs.{name}.model: transfer runs use the profile's backbone model "
                 "(profiles.<profile>.backbone.model); remove the key"
@@ -333,7 +322,9 @@ def load(path: str | Path = "params.yaml") -> dict:
             f"profile = {params['profile']!r} has no block under profiles; choose one of: "
             f"{', '.join(params['profiles'])}"
         )
-    _check_download(params["download"])
+    for name, entry in params["download"].items():
+        check_kind = _check_archives if entry["kind"] == "archives" else _check_image_folder
+        check_kind(name, entry, f"download.{printable(name)}")
     for pname, prof in params["profiles"].items():
         _check_profile(params, pname, prof)
     _check_runs(params)
@@ -348,12 +339,11 @@ def load(path: str | Path = "params.yaml") -> dict:
 def _check_second_stages(params: dict) -> None:
     runs = all_runs(params)
     for name, entry in params["second_stages"].items():
-        known = entry["run"] in runs
-        resolved = {p: resolve_run(params, entry["run"], p) for p in params["profiles"] if known}
+        profiles = params["profiles"] if entry["run"] in runs else {}
+        resolved = {p: resolve_run(params, entry["run"], p) for p in profiles}
+        # the run's split, which every profile defines (entry["split"] is checked against it)
         val = {
-            p: prof["splits"][entry["split"]]["val_per_class"]
-            for p, prof in params["profiles"].items()
-            if known
+            p: profiles[p]["splits"][cfg["split"]]["val_per_class"] for p, cfg in resolved.items()
         }
         check_second_stage(name, entry, runs, resolved, val)
 
@@ -373,20 +363,18 @@ def run_names(params: dict) -> list[str]:
 
 
 def _overrides(params: dict, name: str) -> dict:
-    if name == CANDIDATE:
-        return params[CANDIDATE]
-    if name not in all_runs(params):
+    runs = {**all_runs(params), CANDIDATE: params[CANDIDATE]}
+    if name not in runs:
         raise ParamsError(f"unknown run {name!r}; choose one of: {', '.join(run_names(params))}")
-    return all_runs(params)[name]
+    return runs[name]
 
 
 def _layered(params: dict, prof: dict, name: str, *layers: dict) -> dict:
     """recipe <- profile recipe <- ``layers`` <- profile budget, with ``head: auto`` and the
     mixup aliases resolved: the one precedence of every trained config."""
-    cfg = {**params["recipe"], **prof["recipe"]}
-    for layer in layers:
+    cfg = {}
+    for layer in (params["recipe"], prof["recipe"], *layers, prof["budget"], {"name": name}):
         cfg.update(layer)
-    cfg = {**cfg, **prof["budget"], "name": name}
     if cfg["head"] == "auto":
         cfg["head"] = "cosine" if cfg["loss"] == "ldam" else "linear"
     return expand_aliases(cfg, name)
@@ -407,52 +395,42 @@ def expand_aliases(cfg: dict, where: str) -> dict:
 
 
 def resolve_run(params: dict, name: str, profile: str | None = None) -> dict:
-    """Every setting of one run: recipe <- profile recipe <- (transfer runs: the backbone's
-    recipe and model) <- the run's own keys <- profile budget."""
+    """Every setting of one run, layered as ``_layered`` says; a transfer run's layers are the
+    backbone's recipe and model, then its own keys."""
     prof = params["profiles"][profile or params["profile"]]
+    bb = prof["backbone"]
     transfer = name in params["transfer_runs"]
-    backbone = (
-        {**prof["backbone"]["recipe"], "model": prof["backbone"]["model"]} if transfer else {}
-    )
-    return {
-        **_layered(params, prof, name, backbone, _overrides(params, name)),
-        "transfer": transfer,
-    }
+    backbone = {**bb["recipe"], "model": bb["model"]} if transfer else {}
+    cfg = _layered(params, prof, name, backbone, _overrides(params, name))
+    return {**cfg, "transfer": transfer}
 
 
 def settings_read(cfg: dict) -> list[str]:
     """The settings a run's methods read: the base settings, each chosen method's own (from the
     catalogue), and those of the features it turns on."""
-    keys = [*BASE]
-    keys += catalog.MODELS[cfg["model"]]
-    keys += catalog.LOSSES[cfg["loss"]] + catalog.SAMPLERS[cfg["sampler"]]
-    keys += catalog.MIXUPS[cfg["mixup"]]
-    if cfg["schedule"] == "multistep":
-        keys += ["milestones", "gamma"]
-    if cfg["augment"]:
-        keys += ["pad_mode"]
-    if cfg["head"] == "cosine":
-        keys += ["ldam_scale"]
-    if cfg["warmup_epochs"] > 0:
-        keys += ["warmup"]
-    if cfg["drw_from"] < 1:
-        keys += ["drw_from", "weighting", "beta"]
-    if cfg["drs_from"] < 1:
-        keys += ["drs_from"]
-    if cfg["posthoc_tau"] > 0:
-        keys += ["posthoc_tau"]
-    if cfg["posthoc_tau_grid"]:
-        keys += ["posthoc_tau_grid"]
-    if cfg["grad_clip"] > 0:
-        keys += ["grad_clip"]
-    if cfg["stack_seeds"]:
-        keys += ["stack_seeds"]
-    if cfg["finetune"] != "scratch":
-        keys += ["finetune", "lr_backbone_factor"]
-    if cfg["processes"] > 1:
-        keys += ["processes"]
-    if cfg["lr_scaling"] != "none":
-        keys += ["lr_scaling", "lr_base_batch"]
+    features = [
+        (cfg["schedule"] == "multistep", ("milestones", "gamma")),
+        (cfg["augment"], ("pad_mode",)),
+        (cfg["head"] == "cosine", ("ldam_scale",)),
+        (cfg["warmup_epochs"] > 0, ("warmup",)),
+        (cfg["drw_from"] < 1, ("drw_from", "weighting", "beta")),
+        (cfg["drs_from"] < 1, ("drs_from",)),
+        (cfg["posthoc_tau"] > 0, ("posthoc_tau",)),
+        (cfg["posthoc_tau_grid"], ("posthoc_tau_grid",)),
+        (cfg["grad_clip"] > 0, ("grad_clip",)),
+        (cfg["stack_seeds"], ("stack_seeds",)),
+        (cfg["finetune"] != "scratch", ("finetune", "lr_backbone_factor")),
+        (cfg["processes"] > 1, ("processes",)),
+        (cfg["lr_scaling"] != "none", ("lr_scaling", "lr_base_batch")),
+    ]
+    keys = [
+        *BASE,
+        *catalog.MODELS[cfg["model"]],
+        *catalog.LOSSES[cfg["loss"]],
+        *catalog.SAMPLERS[cfg["sampler"]],
+        *catalog.MIXUPS[cfg["mixup"]],
+        *(key for on, extra in features if on for key in extra),
+    ]
     return list(dict.fromkeys(keys))
 
 
@@ -474,13 +452,12 @@ def backbone_config(params: dict, profile: str | None = None) -> dict:
         return {k: bb[k] for k in ("model", "weights", "sources", "sha256")}
     cfg = _layered(params, prof, BACKBONE, {"model": bb["model"], "split": bb["split"]})
     cfg["seeds"] = cfg["seeds"][:1]
-    run = {k: cfg[k] for k in settings_read(cfg)}
     return {
         "model": bb["model"],
         "weights": "pretrain",
         "split": bb["split"],
         "split_spec": prof["splits"][bb["split"]],
-        "run": run,
+        "run": {k: cfg[k] for k in settings_read(cfg)},
     }
 
 

@@ -42,12 +42,6 @@ def prior_corrections(cfg: dict) -> dict[str, str]:
     return {key: label for active, key, label in found if active}
 
 
-def measured_exception(cfg: dict, corrections: dict[str, str]) -> bool:
-    """A prior loss with balanced_mixup and nothing else: allowed, see the module docstring."""
-    pair = cfg["loss"] in PRIOR_LOSSES and cfg["mixup"] == "balanced_mixup"
-    return pair and set(corrections) == {"loss", "mixup"}
-
-
 def refusal(cfg: dict) -> str | None:
     """The reason a run's combination of methods makes no sense, or None.
 
@@ -55,7 +49,9 @@ def refusal(cfg: dict) -> str | None:
     its own (DRS switches to class-balanced, balanced_mixup adds a batch)."""
     loss = cfg["loss"]
     corrections = prior_corrections(cfg)
-    if len(corrections) > 1 and not measured_exception(cfg, corrections):
+    # The measured exception (module docstring): a prior loss with balanced_mixup, nothing else.
+    measured = loss in PRIOR_LOSSES and cfg["mixup"] == "balanced_mixup"
+    if len(corrections) > 1 and not (measured and set(corrections) == {"loss", "mixup"}):
         return (
             f"one prior correction per run, but {' and '.join(corrections.values())} each "
             "correct for the class prior, so together they correct it more than once; keep one"

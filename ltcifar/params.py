@@ -1,7 +1,7 @@
-"""Load and validate params.yaml before any work starts, and resolve the config of one run.
+"""Schema validation of params.yaml (``ltcifar.config`` holds the schema and its cross-checks).
 
-Every stage calls ``load()`` first, so a typo anywhere in params.yaml fails the very first stage
-with one line that names the key, the value and the allowed choices, before a byte is written.
+A typo anywhere in params.yaml fails the very first stage with one line that names the key, the
+value and the allowed choices, before a byte is written.
 """
 
 from dataclasses import dataclass
@@ -65,18 +65,15 @@ def validate(data: Any, schema: dict, prefix: str = "", partial: bool = False) -
         )
     out = {}
     for name, spec in schema.items():
-        key = prefix + name
-        if name not in data:
-            if partial:
-                continue
+        if name in data:
+            out[name] = _validate_value(data[name], spec, prefix + name, partial)
+        elif not partial:
             default = spec.default if isinstance(spec, Field) else REQUIRED
             if isinstance(spec, MapOf) and not spec.required:
                 default = {}
             if default is REQUIRED:
-                raise ParamsError(f"missing key {key}")
+                raise ParamsError(f"missing key {prefix}{name}")
             out[name] = default
-            continue
-        out[name] = _validate_value(data[name], spec, key, partial)
     return out
 
 

@@ -2,10 +2,9 @@
 ``ltcifar.second_stage``), checked here against the run it starts from; torch-free.
 
 An entry names its run, that run's split (so that ``dvc.yaml`` can depend on exactly that split
-file) and a registered method, plus the method's settings. Refused, in one line: an unknown run,
-a split that is not the run's, a run with a cosine head (the methods act on a linear layer's
-weights), a run that already corrects the class prior (a second stage is a correction: one per
-run, as ``ltcifar.methods`` says), and tau_norm on a split without validation images.
+file), a registered method and its settings. The run must have a linear head (the methods act on
+a linear layer's weights) and no prior correction of its own (a second stage is one, and
+``ltcifar.methods`` allows one per run).
 """
 
 from ltcifar import catalog

@@ -120,6 +120,7 @@ def test_maxnorm_keeps_every_class_weight_under_the_limit_after_each_step(data, 
     [
         ({"run": "nope", "split": "exp100"}, "run = 'nope' is not a run"),
         ({"run": "exp_ce", "split": "step"}, "must be run 'exp_ce''s split, 'exp100'"),
+        ({"run": "exp_ce", "split": "nope"}, "must be run 'exp_ce''s split, 'exp100'"),  # no split
         ({"run": "exp_ldam_drw", "split": "exp100"}, "has a cosine head"),
         ({"run": "exp_balanced_softmax", "split": "exp100"}, "already corrects with loss"),
         ({"run": "step_cb_sampler", "split": "step"}, "already corrects with sampler"),
