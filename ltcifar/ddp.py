@@ -1,14 +1,13 @@
 """One run over N processes with DistributedDataParallel (``processes: N``; NCCL on CUDA, gloo
 on the CPU), launched by the train stage through ``torchrun``.
 
-Every rank draws the epoch's global order from the same generator (same seed, same draws) and
-trains on its strided shard, so the ranks' batches of a step are together exactly the batch a
-one-process run takes: any sampler's class balance holds over the pooled ranks, and on each rank
-in expectation. Randomness a rank needs for itself (augmentation, Balanced-MixUp's partner
-batch) comes from a per-rank generator or from a global draw sharded the same way. ``batch_size``
-is the global batch (each rank takes batch_size / N); the lr follows ``lr_scaling``. Gradients
-are averaged over ranks (DDP's all-reduce), BatchNorm statistics stay per rank (SyncBatchNorm is
-CUDA-only). Only rank 0 validates, logs, checkpoints and writes the model.
+Every rank draws the epoch's global order from the same generator and trains on its strided
+shard, so the ranks' batches of a step together are exactly a one-process run's batch: any
+sampler's class balance holds over the pooled ranks. A rank's own randomness (augmentation,
+Balanced-MixUp's partner batch) comes from a per-rank generator or a global draw sharded the same
+way. ``batch_size`` is the global batch; the lr follows ``lr_scaling``. Gradients are averaged
+over ranks, BatchNorm statistics stay per rank (SyncBatchNorm is CUDA-only). Only rank 0
+validates, logs, checkpoints and writes the model.
 """
 
 import os
@@ -110,8 +109,7 @@ def reduce_epoch(
 
 
 def gather_state(gen: torch.Generator, world: World) -> list[torch.Tensor]:
-    """Every rank's generator state (for rank 0's checkpoint), so a resumed rank goes on with
-    its own stream."""
+    """Every rank's generator state, for rank 0's checkpoint: a resumed rank keeps its stream."""
     states: list = [None] * world.size
     dist.all_gather_object(states, gen.get_state())
     return states

@@ -11,9 +11,9 @@ from ltcifar.errors import PipelineError
 
 def select_device(name: str = "auto") -> torch.device:
     """CUDA when present (``auto``), else the CPU; or the device ``name`` names."""
-    if name != "auto":
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
 
 
 def device_name(device: torch.device) -> str:
@@ -27,10 +27,9 @@ def device_name(device: torch.device) -> str:
 
 
 def compiled(model: torch.nn.Module, device: torch.device, cfg: dict) -> torch.nn.Module:
-    """``torch.compile`` of the model where it is meant to pay off: ``compile: auto`` compiles
-    on CUDA, where a small net's step is launch-bound and fusing cuts launches, and runs eager on
-    the CPU, where the step is compute-bound and inductor would need a C compiler; ``always``
-    and ``never`` force it. Compiling costs tens of seconds per run, so short runs say never."""
+    """``torch.compile`` where it pays off: ``compile: auto`` compiles on CUDA (a small net's step
+    is launch-bound; fusing cuts launches), not on the CPU (compute-bound, and inductor would need
+    a C compiler); ``always``/``never`` force it. It costs tens of seconds: short runs say never."""
     on = cfg["compile"] == "always" or (cfg["compile"] == "auto" and device.type == "cuda")
     return torch.compile(model) if on else model
 

@@ -2,12 +2,10 @@
 no GPUs, so every worker would pick ``cuda:0``, and on the CPU each would start one torch thread
 per core (N × cores threads on cores cores).
 
-DVC gives a stage no worker number: its celery workers are named ``dvc-exp-<hash>-<k>@localhost``
-but each experiment runs ``dvc exp exec-run`` in its own temp copy of the repo, with no
-variable naming the worker. So a worker claims a slot: an exclusive ``flock`` on
-``<slots>/slot<k>.lock`` under a folder every worker shares, held until the process exits (the
-kernel releases it even on a kill). The k-th concurrent stage gets the k-th device.
-``LTCIFAR_WORKER=<k>`` skips the claim (a SLURM array task sets it from its task id).
+DVC tells a stage no worker number (each experiment runs in its own temp copy of the repo), so a
+worker claims a slot: an exclusive ``flock`` on ``<slots>/slot<k>.lock`` in a shared folder, held
+until the process exits (the kernel releases it even on a kill); the k-th concurrent stage gets
+the k-th device. ``LTCIFAR_WORKER=<k>`` skips the claim (a SLURM array task sets it).
 """
 
 import fcntl
@@ -26,8 +24,7 @@ _held: list[int] = []  # file descriptors of claimed slots: closing one frees it
 def visible_devices(env: dict[str, str] | None = None) -> list[str]:
     """The GPUs this process may use, by ``CUDA_VISIBLE_DEVICES`` (ids or UUIDs), else all."""
     env = os.environ if env is None else env
-    listed = env.get("CUDA_VISIBLE_DEVICES")
-    if listed is not None:
+    if (listed := env.get("CUDA_VISIBLE_DEVICES")) is not None:
         return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
     import torch
 
@@ -49,39 +46,29 @@ def claim_slot(slots: Path = SLOTS, limit: int = 256) -> int:
     raise RuntimeError(f"all {limit} slots under {slots} are held")
 
 
-def worker_index(env: dict[str, str] | None = None, slots: Path = SLOTS) -> int:
-    """``LTCIFAR_WORKER`` when set, else a claimed slot."""
-    env = os.environ if env is None else env
-    if "LTCIFAR_WORKER" in env:
-        return int(env["LTCIFAR_WORKER"])
-    return claim_slot(slots)
-
-
 def pick_device(devices: list[str], worker: int) -> str:
     """Round robin: worker k gets device k mod len(devices); no devices: ``cpu``."""
     return devices[worker % len(devices)] if devices else "cpu"
 
 
 def cpu_threads(workers: int, cores: int | None = None) -> int:
-    """Threads per worker so ``workers`` concurrent workers share the cores without
-    oversubscribing them."""
+    """Threads per worker: ``workers`` concurrent workers share the cores, never oversubscribed."""
     cores = cores or len(os.sched_getaffinity(0))
     return max(1, cores // max(1, workers))
 
 
 def pin_worker(env: dict[str, str] | None = None, slots: Path = SLOTS) -> "torch.device":
-    """This worker's device; on the CPU, with ``LTCIFAR_WORKERS=N`` set (as for ``dvc queue
-    start -j N``), also torch's threads: cores // N.
-
-    With ``CUDA_VISIBLE_DEVICES`` set, the chosen GPU becomes the only visible one, so code
-    that says ``cuda`` or ``cuda:0`` uses it (call before the first CUDA call: the driver reads
-    the variable once). Unset, torch had to count the GPUs, which fixes the variable, so the
-    chosen one becomes torch's current device instead.
-    """
+    """This worker's device; on the CPU with ``LTCIFAR_WORKERS=N`` (as for ``dvc queue start -j
+    N``), also torch's threads: cores // N. With ``CUDA_VISIBLE_DEVICES`` set, the chosen GPU
+    becomes the only visible one, so ``cuda``/``cuda:0`` is it (call before the first CUDA call:
+    the driver reads the variable once); unset, torch had to count the GPUs, which fixes the
+    variable, so the chosen one becomes torch's current device instead."""
     import torch
 
     env = os.environ if env is None else env
-    device = pick_device(visible_devices(env), worker_index(env, slots))
+    devices = visible_devices(env)
+    worker = int(env["LTCIFAR_WORKER"]) if "LTCIFAR_WORKER" in env else claim_slot(slots)
+    device = pick_device(devices, worker)
     if device == "cpu":
         if "LTCIFAR_WORKERS" in env:  # else torch's (or OMP_NUM_THREADS's) choice stands
             torch.set_num_threads(cpu_threads(int(env["LTCIFAR_WORKERS"])))

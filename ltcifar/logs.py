@@ -10,14 +10,12 @@ from dvclive import Live
 def dvclive_logger(
     run: str, seed: int, root: Path = Path("logs")
 ) -> tuple[Live, Callable[[int, dict[str, float]], None]]:
-    """A DVCLive logger for ``root/<run>/seed<seed>``, so `dvc plots` and `dvc exp show` see
-    the curves, started from an empty folder.
+    """A DVCLive logger (for `dvc plots`, `dvc exp show`) in an emptied ``root/<run>/seed<seed>``.
 
     The engine replays a resumed run's history into the logger, so the folder is a pure function
-    of that history: what a killed run left there (rows for epochs past its last checkpoint, a
-    torn last line) is deleted, not trusted. dvclive clears its own files only without
-    ``DVCLIVE_RESUME`` in the environment, which overrides ``resume=False`` and would append
-    the replay to the old rows; deleting the folder first holds either way.
+    of that history: what a killed run left there (rows past its last checkpoint, a torn last
+    line) is deleted, not trusted. Deleting it here also holds under ``DVCLIVE_RESUME``, which
+    overrides ``resume=False`` and would append the replay to the old rows.
     """
     log_dir = root / run / f"seed{seed}"
     shutil.rmtree(log_dir, ignore_errors=True)

@@ -1,11 +1,9 @@
-"""The report stage's library: the study's tables and cross-run figures in REPORT.md.
+"""The report stage's library: what ``dvc plots`` (the per-run charts) cannot show, in REPORT.md.
 
-It owns only what ``dvc plots`` cannot show: tables over runs (mean ± sample std over seeds,
-many/medium/few, each second stage beside its first), four figures that compare runs, and the
-numbers of other work (``references.yaml``, with their sources), printed apart from ours.
-Per-run charts (confusion matrices, per-class F1, learning curves) are the declared DVC plots.
-Every field it prints comes from what the evaluate stage recorded in ``metrics/<run>.json``:
-nothing is inferred from a run's name.
+Tables over runs (mean ± sample std over seeds, many/medium/few, each second stage beside its
+first), four figures that compare runs, and other work's numbers (``references.yaml``, with their
+sources), apart from ours. Every field comes from what the evaluate stage recorded in
+``metrics/<run>.json``: nothing is inferred from a run's name.
 """
 
 import json
@@ -22,16 +20,11 @@ from ltcifar.errors import PipelineError
 
 CANDIDATE = "candidate"
 REFERENCES = Path(__file__).with_name("references.yaml")
-SCORES = {
-    "accuracy": "accuracy",
-    "macro_f1": "macro-F1",
-    "balanced_accuracy": "balanced accuracy",
-    "many_shot_accuracy": "many",
-    "medium_shot_accuracy": "medium",
-    "few_shot_accuracy": "few",
-    "minority_recall": "minority recall",
-    "ece": "ECE",
-}
+SCORES = {  # metrics key: column name
+    "accuracy": "accuracy", "macro_f1": "macro-F1", "balanced_accuracy": "balanced accuracy",
+    "many_shot_accuracy": "many", "medium_shot_accuracy": "medium", "few_shot_accuracy": "few",
+    "minority_recall": "minority recall", "ece": "ECE",
+}  # fmt: skip
 SECOND_SCORES = ("macro_f1", "balanced_accuracy", "few_shot_accuracy")
 GROUPS = ("imbalance", "balanced", "transfer")
 SHAPES = ("step", "exp", "none")
@@ -70,8 +63,7 @@ def load_runs(metrics_dir: Path) -> pd.DataFrame:
     rows = []
     for path in paths:
         metrics = json.loads(path.read_text())
-        missing = {"run", "per_seed"} - set(metrics) or RECORDED - set(metrics["run"])
-        if missing:
+        if missing := {"run", "per_seed"} - set(metrics) or RECORDED - set(metrics["run"]):
             raise PipelineError(
                 f"{path} lacks {', '.join(sorted(missing))}: it was written by an older evaluate "
                 "stage; rerun it (`dvc repro`)"
@@ -85,17 +77,11 @@ def load_runs(metrics_dir: Path) -> pd.DataFrame:
     runs = pd.DataFrame(rows).set_index("run", drop=False)
 
     def order(name: str) -> tuple:
-        r = runs.loc[name]
-        shape = SHAPES.index(r["split_shape"])  # the seed study's step split first
-        return (
-            name != CANDIDATE,
-            GROUPS.index(r["group"]),
-            shape,
-            r["split"],
-            not matches(r, PLAIN_CE),
-        )
+        r = runs.loc[name]  # SHAPES: the seed study's step split first
+        group, shape = GROUPS.index(r["group"]), SHAPES.index(r["split_shape"])
+        return (name != CANDIDATE, group, shape, r["split"], not matches(r, PLAIN_CE), name)
 
-    return runs.loc[sorted(runs.index, key=lambda name: (*order(name), name))]
+    return runs.loc[sorted(runs.index, key=order)]
 
 
 def matches(row: pd.Series, match: dict | list) -> bool:
@@ -115,19 +101,23 @@ def reference_for(row: pd.Series, refs: dict) -> str:
     quick profile is another dataset; a second stage is no published recipe)."""
     if row["profile"] != "full" or isinstance(row.get("second_stage"), str):
         return ""
-    found = [
+    return "; ".join(
         f"{r['value']:.4f} {SCORES[r['metric']]} ({refs['sources'][r['source']]['short']})"
         for r in refs["references"]
         if "match" in r and matches(row, r["match"])
-    ]
-    return "; ".join(found)
+    )
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
     """A GitHub markdown table ('|' escaped, so a device name cannot break it)."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def section(heading: str, *blocks: str) -> str:
+    """A markdown heading and its blocks (paragraphs, tables), a blank line after each."""
+    return "\n\n".join([heading, *blocks]) + "\n"
 
 
 def score(row: pd.Series, key: str) -> str:
@@ -151,7 +141,7 @@ def runs_markdown(runs: pd.DataFrame) -> str:
         for run, r in runs.iterrows()
     ]  # fmt: skip
     header = ["run", "dataset", "split", "profile", "group", "train / test images", "seeds"]
-    return md_table([*header, "training device"], rows)
+    return section("## Runs", md_table([*header, "training device"], rows))
 
 
 def results_markdown(runs: pd.DataFrame, refs: dict) -> str:
@@ -165,16 +155,22 @@ def results_markdown(runs: pd.DataFrame, refs: dict) -> str:
         for run, r in runs.iterrows()
     ]  # fmt: skip
     header = ["run", "dataset", "split", "model", "loss", "sampler", "mixup", "seeds"]
-    return md_table([*header, *SCORES.values(), *extra], rows)
+    return section(
+        "## Results on the test set",
+        "Mean ± sample std (ddof = 1) over seeds, recomputed from each run's per-seed scores; "
+        "one seed shows its value alone. Many / medium / few: accuracy over the classes with "
+        "many, medium or few training images (blank where the split has none). ECE: expected "
+        "calibration error, 15 bins. Blank: not measured for that run.",
+        md_table([*header, *SCORES.values(), *extra], rows),
+    )
 
 
 def second_stage_markdown(runs: pd.DataFrame) -> str:
     """Each second stage beside the run it started from: first, second and the change (of the
     means) for the scores a re-balanced classifier is meant to move."""
+    parts = ("first", "second", "change")
     header = ["second stage", "method", "first stage", "seeds"]
-    header += [
-        f"{SCORES[k]}: {part}" for k in SECOND_SCORES for part in ("first", "second", "change")
-    ]
+    header += [f"{SCORES[k]}: {part}" for k in SECOND_SCORES for part in parts]
     rows = []
     for run, r in runs[runs["second_stage"].notna()].iterrows():
         first = runs.loc[r["first_stage"]]
@@ -183,37 +179,36 @@ def second_stage_markdown(runs: pd.DataFrame) -> str:
             change = "" if math.isnan(r[k] - first[k]) else f"{r[k] - first[k]:+.4f}"
             cells += [score(first, k), score(r, k), change]
         rows.append(cells)
-    return md_table(header, rows)
+    return section(
+        "## Second stage",
+        "Each second stage re-balances the classifier of the run it starts from (backbone frozen, "
+        "first stage never retrained): cRT, LWS and tau-norm (Kang et al. 2020), MaxNorm with "
+        "weight decay (Alshammari et al. 2022). Change: second minus first.",
+        md_table(header, rows),
+    )
 
 
-def references_markdown(refs: dict, profiles: set[str]) -> list[str]:
+def references_markdown(refs: dict, profiles: set[str]) -> str:
     """Other work's numbers with their sources, and whether they compare with these runs."""
+    if others := ", ".join(sorted(profiles - {"full"})):
+        note = (
+            f"These runs use the {others} profile (not CIFAR): the references below are for "
+            "CIFAR and are **not comparable** with them. "
+        )
+    else:
+        note = "The results table's *reference* column shows the matching number beside ours. "
     caveat = (
         "LDAM-DRW's code (kaidic/LDAM-DRW) reports its best epoch on the test set; our runs "
         "keep the last epoch (or the best on validation images), so equal skill scores lower "
         "here, and the full profile trains 50 epochs, not the published 200."
     )
-    if profiles - {"full"}:
-        note = (
-            f"These runs use the {', '.join(sorted(profiles - {'full'}))} profile (not CIFAR): "
-            "the references below are for CIFAR and are **not comparable** with them. "
-        )
-    else:
-        note = "The results table's *reference* column shows the matching number beside ours. "
-    sources = refs["sources"]
+    full = {name: source["full"] for name, source in refs["sources"].items()}
     rows = [
-        [
-            r["what"],
-            r["setting"],
-            SCORES[r["metric"]],
-            f"{r['value']:.4f}",
-            sources[r["source"]]["full"],
-        ]
+        [r["what"], r["setting"], SCORES[r["metric"]], f"{r['value']:.4f}", full[r["source"]]]
         for r in refs["references"]
     ]
     table = md_table(["what", "setting", "metric (test)", "value", "source"], rows)
-    title = "## Reference numbers (not produced by this pipeline)"
-    return [title, "", note + caveat, "", table, ""]
+    return section("## Reference numbers (not produced by this pipeline)", note + caveat, table)
 
 
 def load_accuracy_curves(logs_dir: Path, run: str) -> pd.DataFrame:
@@ -229,44 +224,40 @@ def load_accuracy_curves(logs_dir: Path, run: str) -> pd.DataFrame:
 
 def figure_sections(runs: pd.DataFrame, logs_dir: Path, splits: dict, out: Path) -> list[str]:
     """The cross-run figures, each where its runs exist, else one line saying what it awaits."""
-    md = ["## Figures", "", "Per-run charts (confusion matrices, per-class F1, learning curves): "
-          "`dvc plots show`.", ""]  # fmt: skip
+    md = [section("## Figures", "Per-run charts (confusion matrices, per-class F1, learning "
+                  "curves): `dvc plots show`.")]  # fmt: skip
 
-    def section(title: str, fig, name: str, missing: str) -> None:
-        md.extend([f"### {title}", ""])
+    def add(title: str, fig, name: str, missing: str) -> None:
         if fig is None:
-            md.extend([missing, ""])
-            return
-        figures.save(fig, out / name)
-        md.extend([f"![{title}](figures/{name})", ""])
+            md.append(section(f"### {title}", missing))
+        else:
+            figures.save(fig, out / name)
+            md.append(section(f"### {title}", f"![{title}](figures/{name})"))
 
     imbalance = runs[runs["group"] == "imbalance"]
     summary = figures.draw_summary(imbalance) if len(imbalance) else None
-    section("Macro-F1 of every imbalance run", summary, "summary_macro_f1.png", "No runs yet.")
+    add("Macro-F1 of every imbalance run", summary, "summary_macro_f1.png", "No runs yet.")
     arch = runs[(runs["group"] == "balanced") & runs["model"].isin(ARCH_MODELS)]
     curves = {r: load_accuracy_curves(logs_dir, r) for r in arch.index}
     curves = {r: c for r, c in curves.items() if len(c)}
     models = {arch.loc[r, "model"] for r in curves}
     fig = figures.draw_architecture(curves) if models == set(ARCH_MODELS) else None
     wait = "Waits for a plainnet20 and a resnet20 run on a balanced split, with their logs."
-    section("PlainNet20 vs ResNet20", fig, "architecture.png", wait)
+    add("PlainNet20 vs ResNet20", fig, "architecture.png", wait)
     transfer = runs[runs["group"] == "transfer"]
     fig = figures.draw_transfer(transfer) if len(transfer) else None
-    section("Transfer learning", fig, "transfer.png", "Waits for the transfer runs.")
+    add("Transfer learning", fig, "transfer.png", "Waits for the transfer runs.")
     for name, index in splits.items():
         if index["params"]["shape"] != "none":
             fig = figures.draw_class_counts(index)
-            section(f"Class counts of split {name}", fig, f"class_counts_{name}.png", "")
+            add(f"Class counts of split {name}", fig, f"class_counts_{name}.png", "")
     return md
 
 
 def load_splits(splits_dir: Path) -> dict[str, dict]:
     """Every split index by name, without its image indices (the largest part, unused here)."""
-    splits = {}
-    for path in sorted(Path(splits_dir).glob("*.json")):
-        index = json.loads(path.read_text())
-        splits[index["split"]] = {k: v for k, v in index.items() if not k.endswith("_indices")}
-    return splits
+    indexes = [json.loads(path.read_text()) for path in sorted(Path(splits_dir).glob("*.json"))]
+    return {i["split"]: {k: v for k, v in i.items() if not k.endswith("_indices")} for i in indexes}
 
 
 def write_report(
@@ -276,43 +267,22 @@ def write_report(
     runs, references = load_runs(metrics_dir), load_references(refs)
     profiles = set(runs["profile"])
     md = [
-        "# Long-tailed CIFAR study: report",
-        "",
-        "Generated by `dvc repro` (stage `report`) from `metrics/`, `logs/` and `data/splits/`: "
-        "edit nothing here, rerun `dvc repro`. The only numbers not ours are in the last "
-        "section, with their sources.",
-        "",
-        f"Profile: {', '.join(sorted(profiles))}. Datasets: {', '.join(runs['dataset'].unique())}"
-        f". Training devices: {', '.join(runs['device'].unique())}.",
-        "",
-        "## Runs",
-        "",
+        section(
+            "# Long-tailed CIFAR study: report",
+            "Generated by `dvc repro` (stage `report`) from `metrics/`, `logs/` and `data/splits/`"
+            ": edit nothing here, rerun `dvc repro`. The only numbers not ours are in the last "
+            "section, with their sources.",
+            f"Profile: {', '.join(sorted(profiles))}. Datasets: "
+            f"{', '.join(runs['dataset'].unique())}. Training devices: "
+            f"{', '.join(runs['device'].unique())}.",
+        ),
         runs_markdown(runs),
-        "",
-        "## Results on the test set",
-        "",
-        "Mean ± sample std (ddof = 1) over seeds, recomputed from each run's per-seed scores; "
-        "one seed shows its value alone. Many / medium / few: accuracy over the classes with "
-        "many, medium or few training images (blank where the split has none). ECE: expected "
-        "calibration error, 15 bins. Blank: not measured for that run.",
-        "",
         results_markdown(runs, references),
-        "",
     ]
     if runs["second_stage"].notna().any():
-        md += [
-            "## Second stage",
-            "",
-            "Each second stage re-balances the classifier of the run it starts from (backbone "
-            "frozen, first stage never retrained): cRT, LWS and tau-norm (Kang et al. 2020), "
-            "MaxNorm with weight decay (Alshammari et al. 2022). Change: second minus first.",
-            "",
-            second_stage_markdown(runs),
-            "",
-        ]
-    splits = load_splits(splits_dir)
-    md += figure_sections(runs, Path(logs_dir), splits, Path(out_dir) / "figures")
-    md += references_markdown(references, profiles)
+        md.append(second_stage_markdown(runs))
+    md += figure_sections(runs, Path(logs_dir), load_splits(splits_dir), Path(out_dir) / "figures")
+    md.append(references_markdown(references, profiles))
     path = Path(out_dir) / "REPORT.md"
     path.write_text("\n".join(md).rstrip("\n") + "\n")
     return path

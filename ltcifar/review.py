@@ -2,17 +2,16 @@
 
 Usage: python -m ltcifar.review <rev>   (e.g. ``main``; compares <rev> with the workspace)
 
-DVC's own tables are wide and name metrics by file path; a reviewer wants three compact tables:
-``dvc params diff``, ``dvc metrics diff`` (``metrics/candidate.json`` + ``macro_f1`` becomes
-``candidate.macro_f1``; per-seed copies of the mean are left out) and, per run whose resolved
-config (``configs/runs/<run>.json``) changed, the keys whose values changed, old → new. Nothing
-else, so the comment stays short enough to read.
+DVC's own tables are wide and name metrics by file path; a reviewer wants three compact tables,
+nothing else: ``dvc params diff``, ``dvc metrics diff`` (as ``candidate.macro_f1``, without the
+per-seed copies of the mean) and, per run whose ``configs/runs/<run>.json`` changed, the keys
+whose values changed, old → new.
 """
 
 import json
 import subprocess
 import sys
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 RUNS = "configs/runs"
 
@@ -61,11 +60,10 @@ def metrics_rows(diff: dict) -> list[list[str]]:
     rows = []
     for path, changes in sorted(diff.items()):
         for key, c in sorted(changes.items()):
-            if key.startswith("per_seed."):
-                continue
-            change = c.get("diff")
-            delta = f"{change:+.4g}" if isinstance(change, int | float) else "—"
-            rows.append([metric_name(path, key), fmt(c.get("old")), fmt(c.get("new")), delta])
+            if not key.startswith("per_seed."):
+                change = c.get("diff")
+                delta = f"{change:+.4g}" if isinstance(change, int | float) else "—"
+                rows.append([metric_name(path, key), fmt(c.get("old")), fmt(c.get("new")), delta])
     return rows
 
 
@@ -83,13 +81,8 @@ def changed_runs(rev: str) -> dict[str, list[list[str]]]:
     for name in sorted(names):
         old = subprocess.run(["git", "show", f"{rev}:{name}"], capture_output=True, text=True)
         before = json.loads(old.stdout) if old.returncode == 0 else None
-        try:
-            with open(name) as f:
-                after = json.load(f)
-        except FileNotFoundError:
-            after = None
-        rows = config_changes(before, after)
-        if rows:
+        after = json.loads(Path(name).read_text()) if Path(name).exists() else None
+        if rows := config_changes(before, after):
             result[PurePosixPath(name).stem] = rows
     return result
 
