@@ -50,12 +50,7 @@ def choose_posthoc_tau(
     recall on (balanced) validation images (Menon et al. 2021 tune tau on held-out data); the
     first in grid order on ties, so list the smallest adjustment first."""
     prior = log_prior(counts.to(logits.device))
-    best, best_score = grid[0], -1.0
-    for tau in grid:
-        score = balanced_recall((logits - tau * prior).argmax(1), y)
-        if score > best_score:
-            best, best_score = tau, score
-    return float(best)
+    return float(max(grid, key=lambda tau: balanced_recall((logits - tau * prior).argmax(1), y)))
 
 
 def balanced_recall(pred: torch.Tensor, y: torch.Tensor) -> float:

@@ -20,11 +20,11 @@ import torch
 from torch import nn
 
 from ltcifar import catalog
-from ltcifar.augment import batch_of, to_input
+from ltcifar.augment import batch_of
 from ltcifar.data import SplitData
 from ltcifar.engine import lr_factor, sgd_kernel
 from ltcifar.errors import PipelineError
-from ltcifar.inference import balanced_recall
+from ltcifar.inference import balanced_recall, predict
 from ltcifar.losses import build_loss
 from ltcifar.models import CifarNet
 from ltcifar.registry import Registry
@@ -56,16 +56,9 @@ def headless(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def features(model: nn.Module, x: torch.Tensor, data: SplitData, cfg: dict) -> torch.Tensor:
-    """fp32 features of uint8 images (no augmentation), in eval-batch-size chunks."""
-    model.eval()
-    bs = cfg["eval_batch_size"]
-    with torch.inference_mode(), headless(model) as net:
-        return torch.cat(
-            [
-                net(to_input(x[i : i + bs], data.mean, data.std, cfg["channels_last"])).float()
-                for i in range(0, len(x), bs)
-            ]
-        )
+    """fp32 features of uint8 images (no augmentation): what the head reads."""
+    with headless(model) as net:
+        return predict(net, x, data.mean, data.std, {**cfg, "precision": "fp32"})
 
 
 def fit(
@@ -147,12 +140,12 @@ def tau_norm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator)
         raise PipelineError("tau_norm chooses tau on validation images; the split has none")
     head = classifier(model)
     feats, weight = features(model, data.x_val, data, cfg), head.weight.detach().clone()
-    best, best_score = cfg["tau_grid"][0], -1.0
-    for tau in cfg["tau_grid"]:
+
+    def score(tau: float) -> float:
         pred = (feats @ tau_normalised(weight, tau).T + head.bias.detach()).argmax(1)
-        score = balanced_recall(pred, data.y_val)
-        if score > best_score:
-            best, best_score = tau, score
+        return balanced_recall(pred, data.y_val)
+
+    best = max(cfg["tau_grid"], key=score)  # the first in grid order on ties
     with torch.no_grad():
         head.weight.copy_(tau_normalised(weight, best))
     return {"tau": best}
@@ -182,17 +175,14 @@ def maxnorm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) 
     weighted softmax cross-entropy (the paper's formula)."""
     head = classifier(model)
     limit = max_norm_threshold(head.weight.detach(), cfg["max_norm"])
-    project_max_norm(head.weight, limit)  # the authors project after steps only; from the
-    # start too, every step's weights are feasible
-    fit(
-        model,
-        data,
-        cfg,
-        [head.weight, head.bias],
-        head,
-        gen,
-        lambda: project_max_norm(head.weight, limit),
-    )
+
+    def project() -> None:
+        """After every step (as the authors do) and before the first, so every step starts
+        from feasible weights."""
+        project_max_norm(head.weight, limit)
+
+    project()
+    fit(model, data, cfg, [head.weight, head.bias], head, gen, project)
     return {"max_norm_limit": limit}
 
 
