@@ -1,8 +1,6 @@
 """A split's training and validation images as device tensors, read from the prepared arrays.
-
 Training code gets a ``SplitData`` and nothing else: the test images are never loaded here, so
-no checkpoint selection or early stop can look at them.
-"""
+no checkpoint selection or early stop can look at them."""
 
 from dataclasses import dataclass
 from pathlib import Path

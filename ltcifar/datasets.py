@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import numpy.lib.format as npy
 
 from ltcifar import catalog
 from ltcifar.errors import PipelineError
@@ -25,15 +26,16 @@ from ltcifar.files import atomic_path
 from ltcifar.registry import Registry
 
 Arrays = dict[str, np.ndarray]
+Reader = Callable[[Path], Arrays]
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     files: tuple[str, ...]
-    read: Callable[[Path], Arrays]
+    read: Reader
 
 
-def reads(*files: str) -> Callable[[Callable[[Path], Arrays]], DatasetSpec]:
+def reads(*files: str) -> Callable[[Reader], DatasetSpec]:
     """Decorator: a reader becomes the spec of the files it reads (what download verifies)."""
     return lambda read: DatasetSpec(files, read)
 
@@ -49,7 +51,6 @@ UNREADABLE = (
     KeyError,  # a pickle without the expected keys
     ValueError,  # pixels that do not reshape, text that does not decode
 )
-
 
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array unpickling helper
 
@@ -95,54 +96,48 @@ def _reading(path: Path, dataset: str) -> Iterator[None]:
 
 
 def _read_cifar(
-    raw: Path, dataset: str, archive: str, train: list[str], test: str, meta: str, keys: tuple
+    raw: Path, dataset: str, train: list[str], test: str, meta: str, labels: str, names: str
 ) -> Arrays:
-    """A CIFAR python archive; ``keys``: the label and class-name keys of its pickles."""
-    label_key, names_key = keys
+    """A dataset's one CIFAR python archive; ``labels`` and ``names`` are its pickles' keys."""
+    path = raw / DATASETS[dataset].files[0]
     # Decompressed whole, not seeked through: tarfile stops at the end-of-archive marker
     # and never reaches gzip's CRC, so a flipped byte would pass as changed pixels.
-    with _reading(raw / archive, dataset), gzip.open(raw / archive) as gz:
+    with _reading(path, dataset), gzip.open(path) as gz:
         tar_bytes = gz.read()
-    with _reading(raw / archive, dataset), tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
+    with _reading(path, dataset), tarfile.open(fileobj=io.BytesIO(tar_bytes)) as tar:
         members = {Path(m.name).name: m for m in tar.getmembers() if m.isfile()}
 
         def load(name: str) -> dict:
             if name not in members:
-                raise PipelineError(
-                    f"{raw / archive} has no member {name!r}; is it a CIFAR python archive?"
-                )
-            return CifarUnpickler(
-                tar.extractfile(members[name]), f"{raw / archive} member {name!r}"
-            ).load()
+                raise PipelineError(f"{path} has no member {name!r}; is it a CIFAR python archive?")
+            return CifarUnpickler(tar.extractfile(members[name]), f"{path} member {name!r}").load()
 
-        def images_labels(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-            batches = [load(n) for n in names]
+        arrays = {}
+        for part, batch_names in (("train", train), ("test", [test])):
+            batches = [load(n) for n in batch_names]
             x = np.concatenate([np.asarray(b["data"], np.uint8) for b in batches])
-            y = np.concatenate([np.asarray(b[label_key], np.int64) for b in batches])
-            return x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), y
-
-        x_train, y_train = images_labels(train)
-        x_test, y_test = images_labels([test])
-        classes = np.array(load(meta)[names_key])
-    return dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test, classes=classes)
+            y = np.concatenate([np.asarray(b[labels], np.int64) for b in batches])
+            arrays[f"x_{part}"] = x.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            arrays[f"y_{part}"] = y
+        arrays["classes"] = np.array(load(meta)[names])
+    return arrays
 
 
 def _read_idx(path: Path) -> np.ndarray:
     """Read one gzipped IDX file (the MNIST format): magic, dims, then raw uint8 data."""
-    with gzip.open(path, "rb") as f:
+    with _reading(path, "fashion_mnist"), gzip.open(path, "rb") as f:
         data = f.read()
-    if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
-        raise PipelineError(f"{path} is not a uint8 IDX file")
-    ndim = data[3]
-    if len(data) < 4 + 4 * ndim:
-        raise PipelineError(f"{path} ends inside its IDX header")
-    dims = np.frombuffer(data, ">u4", ndim, offset=4).astype(int)
-    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise PipelineError(
-            f"{path} holds {body.size} bytes, its header promises {int(np.prod(dims))}"
-        )
-    return body.reshape(dims)
+        if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
+            raise PipelineError(f"{path} is not a uint8 IDX file")
+        ndim = data[3]
+        if len(data) < 4 + 4 * ndim:
+            raise PipelineError(f"{path} ends inside its IDX header")
+        dims = np.frombuffer(data, ">u4", ndim, offset=4).astype(int)
+        body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
+        promised = int(np.prod(dims))
+        if body.size != promised:
+            raise PipelineError(f"{path} holds {body.size} bytes, its header promises {promised}")
+        return body.reshape(dims)
 
 
 FASHION_CLASSES = [
@@ -160,66 +155,40 @@ FASHION_CLASSES = [
 
 
 @DATASETS.register("fashion_mnist")
-@reads(
-    *(
-        f"{p}-{k}-idx{d}-ubyte.gz"
-        for p in ("train", "t10k")
-        for k, d in (("images", 3), ("labels", 1))
-    )
-)
+@reads(*(f"{p}-{k}-ubyte.gz" for p in ("train", "t10k") for k in ("images-idx3", "labels-idx1")))
 def fashion_mnist(raw: Path) -> Arrays:
-    def idx(name: str) -> np.ndarray:
-        with _reading(raw / name, "fashion_mnist"):
-            return _read_idx(raw / name)
-
-    def part(prefix: str) -> tuple[np.ndarray, np.ndarray]:
-        x = idx(f"{prefix}-images-idx3-ubyte.gz")[..., None]
-        y = idx(f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
-        return x, y
-
-    (x_train, y_train), (x_test, y_test) = part("train"), part("t10k")
-    return dict(
-        x_train=x_train,
-        y_train=y_train,
-        x_test=x_test,
-        y_test=y_test,
-        classes=np.array(FASHION_CLASSES),
-    )
+    arrays = {}
+    for part, prefix in (("train", "train"), ("test", "t10k")):
+        arrays[f"x_{part}"] = _read_idx(raw / f"{prefix}-images-idx3-ubyte.gz")[..., None]
+        arrays[f"y_{part}"] = _read_idx(raw / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+    arrays["classes"] = np.array(FASHION_CLASSES)
+    return arrays
 
 
 @DATASETS.register("cifar10")
 @reads("cifar-10-python.tar.gz")
 def cifar10(raw: Path) -> Arrays:
-    batches = [f"data_batch_{i}" for i in range(1, 6)]
-    keys = ("labels", "label_names")
-    return _read_cifar(
-        raw, "cifar10", "cifar-10-python.tar.gz", batches, "test_batch", "batches.meta", keys
-    )
+    train = [f"data_batch_{i}" for i in range(1, 6)]
+    return _read_cifar(raw, "cifar10", train, "test_batch", "batches.meta", "labels", "label_names")
 
 
 @DATASETS.register("cifar100")
 @reads("cifar-100-python.tar.gz")
 def cifar100(raw: Path) -> Arrays:
-    keys = ("fine_labels", "fine_label_names")
-    return _read_cifar(raw, "cifar100", "cifar-100-python.tar.gz", ["train"], "test", "meta", keys)
+    return _read_cifar(
+        raw, "cifar100", ["train"], "test", "meta", "fine_labels", "fine_label_names"
+    )
 
 
-def prepare(
-    name: str, raw: Path, out: Path, read: Callable[[Path], Arrays] | None = None
-) -> Arrays:
-    """Read a dataset's verified files and write ``out`` (.npz) atomically; return the arrays.
-
-    Archives that pass a (user-set) MD5 but are not in the official format, are truncated or
-    have a flipped byte fail with one line naming the file. ``read`` replaces the registered
-    reader of ``name``: an image folder (``ltcifar.image_folder.read``) has a name of its own.
-    """
+def prepare(name: str, raw: Path, out: Path, read: Reader | None = None) -> Arrays:
+    """Read a dataset's verified files (one that cannot be read fails in one line naming it) and
+    write ``out`` (.npz) atomically; return the arrays. ``read`` replaces the registered reader
+    of ``name``: an image folder (``ltcifar.image_folder.read``) has a name of its own."""
     arrays = (read or DATASETS[name].read)(raw)
     for part in ("train", "test"):
-        if len(arrays[f"x_{part}"]) != len(arrays[f"y_{part}"]):
-            raise PipelineError(
-                f"{raw}: {len(arrays[f'x_{part}'])} {part} images but "
-                f"{len(arrays[f'y_{part}'])} labels"
-            )
+        n_x, n_y = len(arrays[f"x_{part}"]), len(arrays[f"y_{part}"])
+        if n_x != n_y:
+            raise PipelineError(f"{raw}: {n_x} {part} images but {n_y} labels")
     x = arrays["x_train"]
     channels = [x[..., c].astype(np.float64) / 255.0 for c in range(x.shape[-1])]
     arrays["mean"] = np.array([c.mean() for c in channels], np.float32)
@@ -232,18 +201,13 @@ def prepare(
 PREPARED_KEYS = ("x_train", "y_train", "x_test", "y_test", "classes", "mean", "std")
 
 
-def _layout(npz: np.lib.npyio.NpzFile) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-    """Each array's shape and dtype, read from its .npy header: no image is loaded."""
-    layout = {}
-    for key in npz.files:
-        with npz.zip.open(f"{key}.npy") as f:
-            version = np.lib.format.read_magic(f)
-            header = np.lib.format.read_array_header_1_0
-            if version != (1, 0):
-                header = np.lib.format.read_array_header_2_0
-            shape, _, dtype = header(f)
-        layout[key] = shape, dtype
-    return layout
+def _layout(npz: np.lib.npyio.NpzFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
+    """An array's shape and dtype, read from its .npy header: no image is loaded."""
+    with npz.zip.open(f"{key}.npy") as f:
+        version = npy.read_magic(f)
+        header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
+        shape, _, dtype = header(f)
+    return shape, dtype
 
 
 def _prepared_problem(npz: np.lib.npyio.NpzFile) -> str | None:
@@ -251,7 +215,7 @@ def _prepared_problem(npz: np.lib.npyio.NpzFile) -> str | None:
     missing = [k for k in PREPARED_KEYS if k not in npz.files]
     if missing:
         return f"lacks {', '.join(missing)}"
-    layout = _layout(npz)
+    layout = {key: _layout(npz, key) for key in npz.files}
     shape, dtype = layout["x_train"]
     if dtype != np.uint8 or len(shape) != 4:
         return f"x_train is {dtype} {shape}, expected uint8 N×H×W×C"
@@ -278,11 +242,9 @@ def _prepared_problem(npz: np.lib.npyio.NpzFile) -> str | None:
 
 
 def load_prepared(name: str, root: Path = Path("data/prepared")) -> np.lib.npyio.NpzFile:
-    """Open a prepared dataset lazily: arrays are read only when indexed by key.
-
-    Shapes, dtypes (from the headers) and the labels' range are checked first, so a stale or
-    hand-made file fails here, naming itself, not as an index error deep inside training.
-    """
+    """Open a prepared dataset lazily (arrays are read only when indexed by key), once its
+    shapes, dtypes (from the headers) and labels' range are checked: a stale or hand-made file
+    fails here, naming itself, not as an index error deep inside training."""
     path = root / f"{name}.npz"
     if not path.exists():
         raise PipelineError(f"{path} not found; run `dvc repro prepare` first")

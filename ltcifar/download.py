@@ -1,10 +1,9 @@
-"""Fetch a dataset's raw files (or pretrained weights) from the first source that yields a
-verified copy.
+"""Fetch a dataset's raw files (or pretrained weights) from the first source with a verified copy.
 
 Every file is streamed to a hidden temporary name, hashed on the way, and renamed into place only
-once its hash is one that params.yaml accepts; so ``out_dir`` never holds a partial or unverified
-download, even when a transfer is cut short. Sources are tried in order, so a mirror or a local
-copy can stand in for the official server when it is down or the machine is offline.
+once its hash is one that params.yaml accepts, so ``out_dir`` never holds a partial or unverified
+download. Sources are tried in order: a mirror or a local copy can stand in for the official
+server when it is down or the machine is offline.
 """
 
 import hashlib
@@ -25,18 +24,11 @@ from ltcifar.files import atomic_path
 URL_SCHEMES = ("http", "https", "ftp", "file")
 TIMEOUT_S = 30
 CHUNK = 1 << 20
+PROGRESS = dict(unit="B", unit_scale=True, unit_divisor=1024, mininterval=0.5)  # a tqdm byte bar
 
 
 class _SourceFailed(Exception):
     """One source could not deliver a verified file; the message says why, for the final error."""
-
-
-def hash_file(path: Path, algo: str = "md5") -> str:
-    digest = hashlib.new(algo)
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def accepted_hash(digest: str, accepted: list[str]) -> bool:
@@ -71,10 +63,8 @@ def _open(location: str) -> tuple[BinaryIO, int | None]:
         length = response.headers.get("Content-Length")
         return response, int(length) if length and length.isdigit() else None
     path = Path(location).expanduser()
-    if not path.exists():
-        raise _SourceFailed("no such file")
     if not path.is_file():
-        raise _SourceFailed("not a file")
+        raise _SourceFailed("not a file" if path.exists() else "no such file")
     return path.open("rb"), path.stat().st_size
 
 
@@ -83,15 +73,7 @@ def _transfer(location: str, name: str, accepted: list[str], part: Path, algo: s
     stream, total = _open(location)
     digest, received = hashlib.new(algo), 0
     try:
-        bar = tqdm(
-            total=total,
-            unit="B",
-            unit_scale=True,
-            unit_divisor=1024,
-            desc=name,
-            file=sys.stderr,
-            mininterval=0.5,
-        )
+        bar = tqdm(total=total, desc=name, file=sys.stderr, **PROGRESS)
         with stream, bar, part.open("wb") as out:
             for chunk in iter(lambda: stream.read(CHUNK), b""):
                 out.write(chunk)
@@ -106,31 +88,16 @@ def _transfer(location: str, name: str, accepted: list[str], part: Path, algo: s
         raise _SourceFailed(f"{algo} {digest.hexdigest()} not in accepted [{', '.join(accepted)}]")
 
 
-def _check_md5_names(dataset: str, files: tuple[str, ...], md5: dict[str, list[str]]) -> None:
-    missing = [f for f in files if f not in md5]
-    extra = sorted(set(md5) - set(files))
-    empty = [f for f in files if f in md5 and not md5[f]]
-    problems = [f"has no entry for {', '.join(missing)}"] if missing else []
-    problems += [f"names {', '.join(extra)}, which {dataset} does not use"] if extra else []
-    problems += [f"accepts no MD5 for {', '.join(empty)}"] if empty else []
-    if problems:
-        raise PipelineError(
-            f"download.{dataset}.md5 {' and '.join(problems)}; "
-            f"{dataset} needs exactly these files: {', '.join(files)}"
-        )
-
-
 def fetch_file(
     name: str, sources: list[str], accepted: list[str], out_dir: Path, param: str, algo: str = "md5"
 ) -> Path:
-    """Make ``out_dir/name`` a verified copy from the first source that has one.
-
-    ``param`` is the params.yaml block of these sources and hashes, named in the error.
-    """
+    """Make ``out_dir/name`` a verified copy from the first source that has one; ``param`` is
+    the params.yaml block of these sources and hashes, named in the error."""
     out_dir.mkdir(parents=True, exist_ok=True)
     target, tried = out_dir / name, []
     if target.is_file():
-        have = hash_file(target, algo)
+        with target.open("rb") as f:
+            have = hashlib.file_digest(f, algo).hexdigest()
         if accepted_hash(have, accepted):
             return target
         tried.append(f"{target} (present, {algo} {have} not in accepted [{', '.join(accepted)}])")
@@ -151,13 +118,21 @@ def fetch_file(
 
 
 def fetch(dataset: str, sources: list[str], md5: dict[str, list[str]], out_dir: Path) -> list[Path]:
-    """Make ``out_dir`` hold every file ``dataset`` needs, each with an accepted MD5.
-
-    Files already there with an accepted MD5 are kept, so a rerun costs one hash per file.
-    Raises PipelineError, one line naming every source tried and why it failed.
-    """
+    """Make ``out_dir`` hold every file ``dataset`` needs, each with an accepted MD5. Files
+    already there with an accepted MD5 are kept, so a rerun costs one hash per file. Raises
+    PipelineError, one line naming every source tried and why it failed."""
     files = DATASETS[dataset].files
     md5 = {name: [h.lower() for h in hashes] for name, hashes in md5.items()}
-    _check_md5_names(dataset, files, md5)
+    missing = [f for f in files if f not in md5]
+    extra = sorted(set(md5) - set(files))
+    empty = [f for f in files if f in md5 and not md5[f]]
+    problems = [f"has no entry for {', '.join(missing)}"] if missing else []
+    problems += [f"names {', '.join(extra)}, which {dataset} does not use"] if extra else []
+    problems += [f"accepts no MD5 for {', '.join(empty)}"] if empty else []
+    if problems:
+        raise PipelineError(
+            f"download.{dataset}.md5 {' and '.join(problems)}; "
+            f"{dataset} needs exactly these files: {', '.join(files)}"
+        )
     param = f"download.{dataset}"
     return [fetch_file(name, sources, md5[name], out_dir, param) for name in files]

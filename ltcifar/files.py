@@ -32,12 +32,10 @@ def _remove_orphans(path: Path) -> None:
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary sibling of ``path`` to write; it becomes ``path`` (one ``os.replace``)
-    only if the block finishes, and is deleted if it raises.
-
-    Readers therefore see the old file or the new one, never half of one. The name is hidden
-    and carries the process id (``.name.<pid>.tmp``), so concurrent writers do not collide; an
-    existing target's permissions carry over to its replacement.
-    """
+    only if the block finishes, and is deleted if it raises, so readers see the old file or the
+    new one, never half of one. The name is hidden and carries the process id
+    (``.name.<pid>.tmp``), so concurrent writers do not collide; an existing target's permissions
+    carry over to its replacement."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)
@@ -60,9 +58,7 @@ def write_text_atomic(path: Path, text: str) -> None:
 def remove_unused(paths: Iterable[Path], keep: set[str], why: str) -> None:
     """Delete each path (file or folder) whose name or stem is not in ``keep``, so a DVC output
     never carries datasets, splits or weights left over from another profile."""
-    for path in sorted(paths):
-        if path.name in keep or path.stem in keep:
-            continue
+    for path in sorted(p for p in paths if p.name not in keep and p.stem not in keep):
         if path.is_dir():
             shutil.rmtree(path)
         else:

@@ -1,17 +1,12 @@
 """Users' own images as a dataset: a folder of class folders, ``train/<class>/*`` and
 ``test/<class>/*``, in any common image format and size.
 
-The ``download`` stage copies the images into ``data/raw/<name>/`` and writes ``manifest.json``
-there: the image size, the sha256 of every copied file and one digest of them all. The copy is
-what DVC tracks, so a changed image changes ``data/raw`` and reruns what depends on it, and
-``prepare`` needs no params: it re-hashes each copy against the manifest, decodes it with PIL,
-converts it to RGB and resizes it, and stores the same uint8 arrays as the CIFAR datasets.
-
-A digest set in params (``download.<name>.sha256``) pins the images, as an MD5 pins an
-archive: a folder whose images differ is refused. What is refused, each in one line naming the
-path: no ``train/`` or ``test/``, a file outside a class folder, an empty class folder, a class
-in one part only, and a file that is not of an image type (hidden files such as ``.DS_Store``
-are skipped, nothing else is); in ``prepare``, an image that does not decode.
+The ``download`` stage copies the images into ``data/raw/<name>/`` with a ``manifest.json``: the
+image size, the sha256 of every copied file and one digest of them all, which a digest set in
+params (``download.<name>.sha256``) pins as an MD5 pins an archive. The copy is what DVC tracks,
+so a changed image reruns what depends on it, and ``prepare`` needs no params: it re-hashes each
+copy against the manifest and decodes it into the CIFAR datasets' uint8 arrays. Hidden files
+(``.DS_Store``) are skipped; anything else amiss is refused in one line naming the path.
 """
 
 import hashlib
@@ -35,17 +30,10 @@ CHUNK = 1 << 20
 UNDECODABLE = (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError)
 
 
-def _hidden(rel: Path) -> bool:
-    return any(part.startswith(".") for part in rel.parts)
-
-
 def _images(class_dir: Path) -> list[Path]:
     """The image files anywhere under one class folder, hidden ones skipped; refuse others."""
-    files = [
-        p
-        for p in sorted(class_dir.rglob("*"))
-        if p.is_file() and not _hidden(p.relative_to(class_dir))
-    ]
+    found = [p for p in sorted(class_dir.rglob("*")) if p.is_file()]
+    files = [p for p in found if not any(s.startswith(".") for s in p.relative_to(class_dir).parts)]
     for p in files:
         if p.suffix.lower() not in SUFFIXES:
             raise PipelineError(
@@ -76,24 +64,19 @@ def _class_images(folder: Path, part: str) -> dict[str, list[str]]:
 
 def list_images(folder: Path) -> list[str]:
     """Every image of ``folder`` as a ``train/<class>/...`` or ``test/<class>/...`` path, sorted.
-
     Both parts must hold the same classes: a test class unseen in training cannot be predicted,
-    and a class without test images would score 0 in every macro average.
-    """
-    train, test = (_class_images(folder, part) for part in PARTS)
-    unseen = sorted(set(test) - set(train))
-    if unseen:
-        raise PipelineError(
-            f"{folder / 'test' / unseen[0]} is a class absent from {folder / 'train'}; "
-            "every test class needs training images"
-        )
-    untested = sorted(set(train) - set(test))
-    if untested:
-        raise PipelineError(
-            f"{folder / 'train' / untested[0]} is a class absent from {folder / 'test'}; "
-            "every class needs test images"
-        )
-    return sorted(rel for classes in (train, test) for images in classes.values() for rel in images)
+    and a class without test images would score 0 in every macro average."""
+    parts = {part: _class_images(folder, part) for part in PARTS}
+    for part, other, needs in (
+        ("test", "train", "every test class needs training images"),
+        ("train", "test", "every class needs test images"),
+    ):
+        alone = sorted(set(parts[part]) - set(parts[other]))
+        if alone:
+            raise PipelineError(
+                f"{folder / part / alone[0]} is a class absent from {folder / other}; {needs}"
+            )
+    return sorted(rel for classes in parts.values() for rels in classes.values() for rel in rels)
 
 
 def listing_digest(files: dict[str, str]) -> str:
@@ -130,10 +113,8 @@ def _find_folder(name: str, sources: list[str]) -> Path:
 
 def fetch_folder(name: str, sources: list[str], image_size: int, sha256: str, out: Path) -> dict:
     """Make ``out`` a verified copy of the image folder, with its manifest; return the manifest.
-
     The manifest is written last, so a copy cut short has none and ``prepare`` refuses it. A
-    ``sha256`` that is set must equal the copy's digest; otherwise ``out`` is removed.
-    """
+    ``sha256`` that is set must equal the copy's digest; otherwise ``out`` is removed."""
     folder = _find_folder(name, sources)
     if out.resolve() in (folder.resolve(), *folder.resolve().parents):
         raise PipelineError(
@@ -156,7 +137,9 @@ def fetch_folder(name: str, sources: list[str], image_size: int, sha256: str, ou
     return manifest
 
 
-def _read_manifest(raw: Path) -> dict:
+def _read_manifest(raw: Path) -> tuple[dict[str, str], int]:
+    """The manifest's files (path: sha256) and image size, once the copy is known to hold
+    exactly those files: none added, removed or renamed."""
     path = raw / MANIFEST
     try:
         manifest = json.loads(path.read_text())
@@ -169,21 +152,13 @@ def _read_manifest(raw: Path) -> dict:
         raise PipelineError(
             f"{path} lacks a positive image_size or its files; run `dvc repro download`"
         )
-    return manifest
-
-
-def _check_listing(raw: Path, files: dict[str, str]) -> None:
-    """Refuse a copy whose files differ from the manifest's: added, removed or renamed."""
-    on_disk = {
-        p.relative_to(raw).as_posix()
-        for part in PARTS
-        for p in (raw / part).rglob("*")
-        if p.is_file()
-    }
+    found = (p for part in PARTS for p in (raw / part).rglob("*") if p.is_file())
+    on_disk = {p.relative_to(raw).as_posix() for p in found}
     extra, missing = sorted(on_disk - set(files)), sorted(set(files) - on_disk)
     if extra or missing:
         which = f"{raw / extra[0]} is not in" if extra else f"{raw / missing[0]} is missing, but in"
-        raise PipelineError(f"{which} {raw / MANIFEST}; run `dvc repro -f -s download`")
+        raise PipelineError(f"{which} {path}; run `dvc repro -f -s download`")
+    return files, size
 
 
 def decode(path: Path, data: bytes, size: int) -> np.ndarray:
@@ -201,23 +176,10 @@ def decode(path: Path, data: bytes, size: int) -> np.ndarray:
         ) from e
 
 
-def _image(raw: Path, rel: str, sha256: str, size: int) -> np.ndarray:
-    """Read one copied image once: check its hash against the manifest, then decode it."""
-    path = raw / rel
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != sha256:
-        raise PipelineError(
-            f"{path} differs from its hash in {raw / MANIFEST}; run `dvc repro -f -s download`"
-        )
-    return decode(path, data, size)
-
-
 def read(raw: Path) -> dict[str, np.ndarray]:
     """The arrays of a downloaded image folder, in ``ltcifar.datasets.prepare``'s layout;
     classes are the sorted names of the training class folders."""
-    manifest = _read_manifest(raw)
-    files, size = manifest["files"], manifest["image_size"]
-    _check_listing(raw, files)
+    files, size = _read_manifest(raw)
     classes = sorted({rel.split("/")[1] for rel in files if rel.startswith("train/")})
     label = {c: i for i, c in enumerate(classes)}
     unseen = sorted({rel.split("/")[1] for rel in files} - set(label))
@@ -231,7 +193,13 @@ def read(raw: Path) -> dict[str, np.ndarray]:
         rels = sorted(rel for rel in files if rel.startswith(f"{part}/"))
         x = np.zeros((len(rels), size, size, 3), np.uint8)
         for i, rel in enumerate(rels):
-            x[i] = _image(raw, rel, files[rel], size)
+            data = (raw / rel).read_bytes()  # read once: hashed, then decoded
+            if hashlib.sha256(data).hexdigest() != files[rel]:
+                raise PipelineError(
+                    f"{raw / rel} differs from its hash in {raw / MANIFEST}; "
+                    "run `dvc repro -f -s download`"
+                )
+            x[i] = decode(raw / rel, data, size)
         arrays[f"x_{part}"] = x
         arrays[f"y_{part}"] = np.array([label[rel.split("/")[1]] for rel in rels], np.int64)
     return arrays

@@ -31,12 +31,10 @@ def class_counts(spec: dict, num_classes: int, n_max: int) -> list[int]:
 
 
 def class_orders(labels: np.ndarray, sampling: str, seed: int) -> list[np.ndarray]:
-    """A seeded random order of each class's indices; subsets take a prefix of it.
-
-    ``ldam`` replays LDAM-DRW's imbalance_cifar.py: ``np.random.seed(seed)``, then for each class
-    in label order ``np.random.shuffle(np.where(targets == c)[0])``. A private RandomState
-    gives the same stream without touching numpy's global state.
-    """
+    """A seeded random order of each class's indices; subsets take a prefix of it. ``ldam``
+    replays LDAM-DRW's imbalance_cifar.py: ``np.random.seed(seed)``, then for each class in label
+    order ``np.random.shuffle(np.where(targets == c)[0])``; a private RandomState gives the same
+    stream without touching numpy's global state."""
     rng = np.random.RandomState(seed) if sampling == "ldam" else np.random.default_rng(seed)
     orders = []
     for c in np.unique(labels):
@@ -60,8 +58,7 @@ def build_index(name: str, spec: dict, labels: np.ndarray, classes: list[str]) -
         if n <= 0 or n + reserved > avail:
             raise PipelineError(
                 f"split {name!r}: class {c} ({classes[c]}) needs {n} training + {reserved} "
-                "validation "
-                f"images but has {avail}; lower n_max/n_min or val_per_class, "
+                f"validation images but has {avail}; lower n_max/n_min or val_per_class, "
                 "or set val_policy: reserve"
             )
     train = [o[:n].tolist() for o, n in zip(orders, counts, strict=True)]
@@ -91,8 +88,7 @@ INDEX_LISTS = (("train_indices", "counts"), ("val_indices", "val_counts"))
 
 
 def _index_problem(index: object) -> str | None:
-    """What makes an index unusable, or None: missing keys, per-class lists that disagree with
-    the counts, negative or repeated indices, a class with no training image."""
+    """What makes an index unusable (the first problem found), or None."""
     if not isinstance(index, dict):
         return "is not a JSON object"
     missing = [k for k in (*INDEX_KEYS, *(lst for lst, _ in INDEX_LISTS)) if k not in index]
@@ -141,9 +137,8 @@ def read_index(path: Path) -> dict:
 
 def check_fits(index: dict, path: Path, labels: np.ndarray, classes: list[str]) -> None:
     """Fail unless ``index`` (read from ``path``) indexes this training set: its class names,
-    indices below the number of training images (the test images are a separate array and never
-    indexed), and each index's label the class it is listed under. A split written for another
-    dataset, or before the dataset was prepared anew, fails here."""
+    index range (the test images are a separate array, never indexed) and labels. A split written
+    for another dataset, or before the dataset was prepared anew, fails here."""
     if index["classes"] != classes:
         raise PipelineError(
             f"{path}: its classes differ from {index['dataset']}'s prepared class names; "
