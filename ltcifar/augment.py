@@ -51,9 +51,8 @@ def to_input(
 def batch_of(
     data: SplitData, cfg: dict, gen: torch.Generator
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Training's batch of given indices: cropped and flipped (pad 4) when the run augments,
-    normalised, with one-hot targets by indexing (``F.one_hot`` checks its labels' range on
-    the host: two syncs a step)."""
+    """Training's batch of given indices: cropped and flipped (pad 4) when the run augments, then
+    normalised; one-hot by indexing, as ``F.one_hot``'s label check costs two host syncs a step."""
     one_hot = torch.eye(data.num_classes, device=data.y.device)
 
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

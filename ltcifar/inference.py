@@ -1,8 +1,8 @@
 """Scoring images with a trained model: what the evaluate stage and validation share.
 
-Kept apart from the training engine so that evaluating imports neither the losses' training
-machinery nor the samplers and mixups: an edit to a sampler retrains, but does not re-score,
-the runs that do not use it beyond their own retraining.
+Kept apart from the training engine so that evaluating imports neither samplers nor mixups (nor
+the losses' training machinery): an edit to a sampler retrains every run, but re-scores only the
+runs whose model it changed.
 """
 
 from pathlib import Path
@@ -24,19 +24,15 @@ def predict(
     cfg: dict,
     counts: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Logits (fp32) of uint8 images, in large batches under inference_mode.
-
-    With ``counts`` and ``posthoc_tau > 0``, returns post-hoc logit-adjusted scores
-    z - tau log pi (Menon et al. 2021), whose argmax is the balanced-error prediction.
-    """
+    """Logits (fp32) of uint8 images, in large batches under inference_mode. With ``counts`` and
+    ``posthoc_tau > 0``, post-hoc logit-adjusted scores z - tau log pi (Menon et al. 2021), whose
+    argmax is the balanced-error prediction."""
     model.eval()
     bs = cfg["eval_batch_size"]
     with torch.inference_mode(), autocast_for(x.device, cfg):
+        parts = [x[i : i + bs] for i in range(0, len(x), bs)]
         logits = torch.cat(
-            [
-                model(to_input(x[i : i + bs], mean, std, cfg["channels_last"])).float()
-                for i in range(0, len(x), bs)
-            ]
+            [model(to_input(p, mean, std, cfg["channels_last"])).float() for p in parts]
         )
     if counts is not None and cfg["posthoc_tau"] > 0:
         logits = logits - cfg["posthoc_tau"] * log_prior(counts.to(logits.device))
@@ -46,9 +42,8 @@ def predict(
 def choose_posthoc_tau(
     logits: torch.Tensor, y: torch.Tensor, counts: torch.Tensor, grid: list[float]
 ) -> float:
-    """The tau of ``grid`` whose adjusted logits z - tau log pi score the best mean per-class
-    recall on (balanced) validation images (Menon et al. 2021 tune tau on held-out data); the
-    first in grid order on ties, so list the smallest adjustment first."""
+    """The ``grid`` tau whose z - tau log pi scores the best balanced recall on validation images
+    (Menon et al. 2021 tune tau on held-out data); ties go to the first: list the smallest first."""
     prior = log_prior(counts.to(logits.device))
     return float(max(grid, key=lambda tau: balanced_recall((logits - tau * prior).argmax(1), y)))
 
@@ -62,10 +57,8 @@ def balanced_recall(pred: torch.Tensor, y: torch.Tensor) -> float:
 def load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, dict]:
     """A model saved by the train stage, rebuilt from the config saved beside its weights.
 
-    Nothing is filled in from today's defaults: a model whose config lacks a setting the
-    code now needs was made by older code, and is an error that says to retrain it. The file
-    is read with ``weights_only=True`` (it holds plain data and tensors), so it is never code.
-    """
+    Nothing is filled in from today's defaults: a config lacking a setting today's code needs is
+    older code's, and an error says to retrain. ``weights_only=True``: the file is never code."""
     if not path.exists():
         raise PipelineError(f"{path} not found; run `dvc repro` on the train stage of this run")
     try:
@@ -87,7 +80,5 @@ def load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, dic
             f"{path} was saved by older code and does not fit today's model ({e}); rerun its "
             "train stage (`dvc repro --force` on it)"
         ) from e
-    model = model.to(
-        device, memory_format=torch.channels_last if cfg["channels_last"] else torch.preserve_format
-    )
-    return model, saved
+    layout = torch.channels_last if cfg["channels_last"] else torch.preserve_format
+    return model.to(device, memory_format=layout), saved

@@ -3,7 +3,7 @@
 Every loss maps ``(logits, targets)`` to per-sample losses, with ``targets`` a (B, C) probability
 matrix, so mixup's soft targets compose with every loss. Prior-based losses (Balanced Softmax,
 logit adjustment, LDAM's margins) act on the logits, never on the targets: that is what keeps
-them correct under mixup. Class re-weighting (weighted CE, DRW) is one shared reduction.
+them correct under mixup. Class re-weighting (weighted CE, DRW) weights sample i by t_i . w.
 """
 
 from collections.abc import Callable
@@ -34,14 +34,6 @@ def class_weights(counts: torch.Tensor, scheme: str, beta: float) -> torch.Tenso
     n = counts.double().clamp_min(1)
     w = 1.0 / n if scheme == "inverse" else (1 - beta) / (1 - beta**n)
     return (w / w.sum() * len(n)).float()
-
-
-def weighted_mean(
-    losses: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """sum_i w_i l_i / sum_i w_i with w_i = sum_c t_ic w_c, as ``F.cross_entropy(weight=...)``."""
-    w = targets @ weights
-    return (w * losses).sum() / w.sum()
 
 
 @LOSSES.register("cross_entropy")
@@ -76,9 +68,8 @@ def focal(counts: torch.Tensor, cfg: dict) -> PerSample:
 
 @LOSSES.register("balanced_softmax")
 def balanced_softmax(counts: torch.Tensor, cfg: dict) -> PerSample:
-    """Ren et al. 2020: softmax over z + log n_c, i.e. CE on logits plus the log class prior."""
-    prior = log_prior(counts)
-    return lambda z, t: soft_cross_entropy(z.float() + prior, t)
+    """Ren et al. 2020: softmax over z + log n_c, i.e. logit adjustment with tau = 1."""
+    return logit_adjusted(counts, {"la_tau": 1})
 
 
 @LOSSES.register("logit_adjusted")
@@ -96,13 +87,9 @@ def ldam_margins(counts: torch.Tensor, max_margin: float) -> torch.Tensor:
 
 @LOSSES.register("ldam")
 def ldam(counts: torch.Tensor, cfg: dict) -> PerSample:
-    """CE on z - s m_y e_y, with z = s cos(theta) the cosine head's already scaled logits: that
-    is LDAM-DRW's CE on s (cos(theta) - m_y e_y), the true class's cosine lowered by its margin.
-
-    The scale s (``ldam_scale``) is the cosine head's (``head: cosine``), so the margin is
-    applied as s * m here. With soft targets the margin is subtracted in proportion to each
-    class's target mass.
-    """
+    """LDAM-DRW's CE on s (cos(theta) - m_y e_y): the cosine head (``head: cosine``) already
+    gives z = s cos(theta) with s = ``ldam_scale``, so the margin enters as s * m. Soft targets
+    subtract it in proportion to each class's target mass."""
     m, s = ldam_margins(counts, cfg["ldam_max_margin"]), cfg["ldam_scale"]
     return lambda z, t: soft_cross_entropy(z.float() - s * t * m, t)
 
@@ -118,8 +105,9 @@ def build_loss(cfg: dict, counts: torch.Tensor) -> LossFn:
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         losses = per_sample(logits, targets)
-        if epoch >= drw_epoch:
-            return weighted_mean(losses, targets, weights)
-        return losses.mean()
+        if epoch < drw_epoch:
+            return losses.mean()
+        w = targets @ weights  # sum_i w_i l_i / sum_i w_i, as F.cross_entropy(weight=...)
+        return (w * losses).sum() / w.sum()
 
     return loss

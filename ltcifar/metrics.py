@@ -11,9 +11,8 @@ import torch
 
 
 def confusion(y_true: torch.Tensor, y_pred: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """C×C counts, rows = true class, columns = predicted class; stays on the device.
-
-    A fixed-size index_add rather than bincount, whose output size makes CUDA sync the host."""
+    """C×C counts (rows true, columns predicted), kept on the device: a fixed-size index_add, as
+    bincount's data-dependent output size makes CUDA sync the host."""
     flat = torch.zeros(num_classes * num_classes, dtype=torch.long, device=y_true.device)
     flat.index_add_(0, y_true * num_classes + y_pred, torch.ones_like(y_true))
     return flat.view(num_classes, num_classes)
@@ -26,8 +25,7 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def per_class(conf: np.ndarray) -> dict[str, np.ndarray]:
     conf = np.asarray(conf, dtype=float)
     tp = np.diag(conf)
-    precision = _div(tp, conf.sum(0))
-    recall = _div(tp, conf.sum(1))
+    precision, recall = _div(tp, conf.sum(0)), _div(tp, conf.sum(1))
     f1 = _div(2 * precision * recall, precision + recall)
     return {"precision": precision, "recall": recall, "f1": f1, "support": conf.sum(1)}
 
@@ -80,12 +78,9 @@ def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, bins: int 
     conf = probs.max(1)
     correct = probs.argmax(1) == labels
     which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        m = which == b
-        if m.any():
-            ece += m.mean() * abs(correct[m].mean() - conf[m].mean())
-    return float(ece)
+    masks = [which == b for b in range(bins)]
+    gaps = [m.mean() * abs(correct[m].mean() - conf[m].mean()) for m in masks if m.any()]
+    return float(sum(gaps))
 
 
 def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -94,12 +89,10 @@ def top_k_accuracy(logits: np.ndarray, labels: np.ndarray, k: int) -> float:
 
 
 def seed_summary(table: pd.DataFrame) -> tuple[dict[str, float], dict[str, float]]:
-    """Mean and spread over seeds (rows) of each metric (columns), rounded to 6 digits.
+    """Mean and sample std (ddof=1) over seeds (rows) of each metric (columns), rounded to 6 digits.
 
-    The spread is the sample std (ddof=1): the seeds are a sample of the run's possible
-    seeds, and the population std (ddof=0) understates the spread of a few seeds, by a factor
-    sqrt((n - 1) / n), 0.82 for three. One seed has no spread to estimate: its std is 0.0,
-    not NaN (which JSON and `dvc metrics diff` would carry on).
-    """
+    The seeds sample the possible ones: ddof=0 would understate a few seeds' spread by
+    sqrt((n - 1) / n), 0.82 for three. One seed's std is 0.0, not NaN (which JSON and `dvc
+    metrics diff` would carry on)."""
     std = table.std(ddof=1) if len(table) > 1 else pd.Series(0.0, index=table.columns)
     return table.mean().round(6).to_dict(), std.round(6).to_dict()

@@ -1,11 +1,9 @@
 """Input mixing, registered under params names: each mixes a batch into images and soft targets.
 
-Everything random is drawn once per epoch, so the hot loop launches nothing to draw it: a
-registered mixup gets the epoch's ``Epoch`` (its step count, batch size, the run's device
-generator, a class-balanced index draw and the augmenting ``batch``) and returns the per-step
-function ``(step, x, targets) -> (x, targets)``. Mixing coefficients come from torch's CPU
-generator (seeded per run and saved in checkpoints) as plain floats, so no host-device sync is
-needed. Mixed targets are convex combinations, so they sum to 1.
+Everything random is drawn once per epoch, so the hot loop launches no draws: a mixup maps the
+epoch's ``Epoch`` to a per-step ``(step, x, targets) -> (x, targets)``. Coefficients come from
+torch's CPU generator (seeded per run, saved in checkpoints) as floats: no host-device sync.
+Mixed targets are convex combinations, so they sum to 1.
 """
 
 from collections.abc import Callable
@@ -67,20 +65,13 @@ def mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
 
 @MIXUPS.register("balanced_mixup")
 def balanced_mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
-    """Galdran et al. 2021: the instance-sampled batch mixed with a class-balanced batch,
-    lam ~ Beta(alpha, 1), the balanced batch weighted by lam (small for alpha ~ 0.2)."""
+    """Galdran et al. 2021: a class-balanced batch mixed in with weight lam ~ Beta(alpha, 1)."""
     alpha = cfg["balanced_mixup_alpha"]
 
     def per_epoch(epoch: Epoch) -> StepMix:
         lams = betas(alpha, 1.0, epoch.steps)
-        partners = epoch.balanced_indices(epoch.steps * epoch.batch_size)
-        partners = partners.view(epoch.steps, epoch.batch_size)
-
-        def step(s: int, x: torch.Tensor, t: torch.Tensor) -> Batch:
-            xb, tb = epoch.batch(partners[s])
-            return _mix(xb, tb, x, t, lams[s])
-
-        return step
+        partners = epoch.balanced_indices(epoch.steps * epoch.batch_size).view(epoch.steps, -1)
+        return lambda s, x, t: _mix(*epoch.batch(partners[s]), x, t, lams[s])
 
     return per_epoch
 

@@ -57,9 +57,8 @@ class BasicBlock(nn.Module):
 
 
 def fp32(x: torch.Tensor) -> torch.autocast:
-    """A region where autocast is off: the classifier head runs there on fp32 features, so
-    every logit the losses and metrics read is fp32 (bf16 cosines, quantised before the
-    scale, tie at the argmax)."""
+    """Autocast off: heads run on fp32 features, so every logit is fp32 (bf16 cosines,
+    quantised before the scale, tie at the argmax)."""
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
@@ -143,11 +142,10 @@ MODELS.register("plainnet56")(partial(CifarNet, 56, False))
 
 
 class TorchvisionNet(nn.Module):
-    """A torchvision ResNet with a new head, for 1- or 3-channel images of any size.
+    """A torchvision ResNet with the run's head, for 1- or 3-channel images of any size.
 
     ``input_size`` > 0 upsamples on the device (e.g. 32 -> 224, the pretraining resolution);
     ``stem: cifar`` swaps the 7x7/2 conv + max-pool for a new 3x3/1 conv, to keep 32 px cheap.
-    The head is the run's ``head`` (linear or scaled cosine, in fp32), as for the CIFAR nets.
     """
 
     def __init__(
@@ -183,15 +181,13 @@ MODELS.register("tv_resnet50")(partial(TorchvisionNet, "resnet50"))
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, **options: object) -> nn.Module:
-    """Build a registered model by its params name with the options its catalogue entry names
-    (shortcut for the CIFAR nets; input_size, stem for torchvision backbones; head and
-    cosine_scale for both)."""
+    """A registered model by its params name, with the options of ``model_options``."""
     return MODELS[name](num_classes, in_channels=in_channels, **options)
 
 
 def model_options(cfg: dict) -> dict:
-    """The builder options of a run's config. The cosine head's scale is ``ldam_scale``: LDAM's
-    s, and the one scale of the cosine logits whatever the loss."""
+    """The builder options of a run's config: its catalogue keys, and the cosine head's scale,
+    ``ldam_scale`` (LDAM's s, and the one scale of cosine logits whatever the loss)."""
     options = {k: cfg[k] for k in catalog.MODELS[cfg["model"]] if k in cfg}
     if cfg.get("head") == "cosine":
         options["cosine_scale"] = cfg["ldam_scale"]

@@ -7,10 +7,9 @@ from typing import Any
 class Registry(dict):
     """A dict of named builders whose lookup error lists the valid names.
 
-    Adding a method is one function plus one ``@REGISTRY.register("name")`` line, and one entry
-    in ``ltcifar/catalog.py`` naming the settings it reads. Only catalogued names register, so
-    the names params.yaml is validated against (the catalogue, torch-free) never drift from the
-    code.
+    Adding a method is one function with ``@REGISTRY.register("name")``, plus an entry in
+    ``ltcifar/catalog.py`` naming the settings it reads. Only catalogued names register, so the
+    torch-free catalogue that params.yaml is validated against never drifts from the code.
     """
 
     def __init__(self, kind: str, catalog: Iterable[str]) -> None:

@@ -5,26 +5,18 @@ the hot loop only slices it. All but ``instance`` are one rule, "class c has pro
 differing only in q: uniform, proportional to sqrt(n_c), or moving from n_c/N to uniform.
 """
 
-from collections.abc import Callable
-
 import torch
 
 from ltcifar import catalog
 from ltcifar.registry import Registry
 
-Sampler = Callable[[torch.Tensor, torch.Tensor, int, int, torch.Generator], torch.Tensor]
 SAMPLERS = Registry("sampler", catalog.SAMPLERS)
 
 
 def class_weighted_draw(
-    labels: torch.Tensor,
-    counts: torch.Tensor,
-    class_weights: torch.Tensor,
-    n: int,
-    gen: torch.Generator,
+    labels: torch.Tensor, counts: torch.Tensor, class_weights: torch.Tensor, n: int, gen
 ) -> torch.Tensor:
-    """Draw n indices with replacement so that class c appears with probability proportional
-    to class_weights[c] (each of its images equally likely)."""
+    """n indices with replacement: class c in proportion to class_weights[c], images uniformly."""
     per_image = (class_weights.double() / counts.clamp_min(1))[labels]
     return torch.multinomial(per_image, n, replacement=True, generator=gen)
 
@@ -33,10 +25,6 @@ def class_weighted_draw(
 def instance(labels, counts, epoch, epochs, gen) -> torch.Tensor:
     """Every image once per epoch, in a fresh random order (plain shuffling)."""
     return torch.randperm(labels.numel(), device=labels.device, generator=gen)
-
-
-def _by_class(labels: torch.Tensor, counts: torch.Tensor, q: torch.Tensor, gen) -> torch.Tensor:
-    return class_weighted_draw(labels, counts, q, labels.numel(), gen)
 
 
 def balanced_draw(labels: torch.Tensor, counts: torch.Tensor, n: int, gen) -> torch.Tensor:
@@ -53,19 +41,19 @@ def class_balanced(labels, counts, epoch, epochs, gen) -> torch.Tensor:
 @SAMPLERS.register("sqrt")
 def sqrt(labels, counts, epoch, epochs, gen) -> torch.Tensor:
     """Square-root frequency: q_c proportional to sqrt(n_c)."""
-    return _by_class(labels, counts, counts.double().sqrt(), gen)
+    return class_weighted_draw(labels, counts, counts.double().sqrt(), labels.numel(), gen)
 
 
 @SAMPLERS.register("progressive")
 def progressive(labels, counts, epoch, epochs, gen) -> torch.Tensor:
     """Kang et al. 2020: q_c(t) = (1 - t/T) n_c/N + (t/T)/C, instance- to class-balanced."""
     n, t = counts.double(), epoch / max(epochs - 1, 1)
-    return _by_class(labels, counts, (1 - t) * n / n.sum() + t / len(n), gen)
+    q = (1 - t) * n / n.sum() + t / len(n)
+    return class_weighted_draw(labels, counts, q, labels.numel(), gen)
 
 
 def sampler_for(cfg: dict, epoch: int) -> str:
-    """The sampler of one epoch: deferred re-sampling (DRS) switches to class-balanced from
-    epoch ``round(drs_from * epochs)``."""
+    """Deferred re-sampling (DRS): class-balanced from epoch ``round(drs_from * epochs)`` on."""
     if cfg["drs_from"] < 1 and epoch >= round(cfg["drs_from"] * cfg["epochs"]):
         return "class_balanced"
     return cfg["sampler"]

@@ -1,16 +1,13 @@
 """The decoupled second stage: a finished run's classifier re-balanced, its backbone frozen.
 
-Kang et al. 2020 ("Decoupling representation and classifier") showed that a network trained on
-the long-tailed set learns good features and a biased classifier, and that fixing the classifier
-alone recovers the tail: re-training it on class-balanced batches (``crt``), rescaling its
-weight norms (``tau_norm``), or learning one scale per class (``lws``). Alshammari et al. 2022
-("Long-tailed recognition via weight balancing") fine-tune it with a class-balanced loss, strong
-weight decay and a max-norm constraint (``maxnorm``). Each registered method changes only the
-classifier (the head, a linear layer) of a trained model, in place: the backbone runs in eval
-mode under no_grad (its weights and BatchNorm statistics are never touched), so the first stage
-is never retrained. Heads train on the frozen backbone's features of augmented batches drawn
-per epoch, as the first stage drew them; nothing reads the test set (tau is chosen on the
-validation images).
+Kang et al. 2020 ("Decoupling representation and classifier"): a network trained on the
+long-tailed set learns good features and a biased classifier, and fixing the classifier alone
+recovers the tail, by re-training it on class-balanced batches (``crt``), rescaling its weight
+norms (``tau_norm``) or learning one scale per class (``lws``). Alshammari et al. 2022 ("weight
+balancing") fine-tune it with a class-balanced loss, weight decay and a max-norm constraint
+(``maxnorm``). Each method changes only the linear head, in place; the backbone runs in eval mode
+under no_grad (weights and BatchNorm statistics untouched) on augmented batches drawn as the
+first stage drew them. Nothing reads the test set: tau is chosen on the validation images.
 """
 
 from collections.abc import Callable, Iterator

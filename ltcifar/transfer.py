@@ -1,13 +1,12 @@
 """Transfer learning: torchvision backbones, their pretrained weights, and the fine-tuning modes.
 
-Weights are data: the ``backbone`` stage writes them to ``models/backbone/backbone.pt``, either
-ImageNet weights fetched with a hash check or a network this pipeline pretrains itself on another
-split (``weights: pretrain``, which makes the transfer path run offline with real learned
-weights), and a run loads them from there, never from the network.
+Weights are data: a run loads them from ``models/backbone/backbone.pt``, never the network. The
+``backbone`` stage writes ImageNet weights fetched with a hash check there, or a network it
+pretrains on another split (``weights: pretrain``: the transfer path offline, with real weights).
 
-Modes (``finetune``): ``scratch`` trains everything from random weights; ``linear`` trains only
-the new head; ``bn_fc`` also BatchNorm's affine parameters; ``full`` everything. In the frozen
-modes BatchNorm keeps its running statistics (eval mode).
+Modes (``finetune``): ``scratch`` trains all from random weights, ``linear`` only the new head,
+``bn_fc`` also BatchNorm's affine parameters, ``full`` all; frozen modes keep BatchNorm's running
+statistics (eval mode).
 """
 
 from pathlib import Path
@@ -67,15 +66,11 @@ def train_mode(model: nn.Module, mode: str) -> None:
 def param_groups(model: nn.Module, cfg: dict) -> list[dict]:
     """Trainable parameters in two groups: backbone at lr * lr_backbone_factor, head at lr."""
     head = head_names(model) if cfg["finetune"] != "scratch" else set()
+    backbone_lr = cfg["lr"] * (cfg["lr_backbone_factor"] if head else 1.0)
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
-        {
-            "params": [p for n, p in model.named_parameters() if p.requires_grad and n not in head],
-            "lr": cfg["lr"] * (cfg["lr_backbone_factor"] if head else 1.0),
-        },
-        {
-            "params": [p for n, p in model.named_parameters() if p.requires_grad and n in head],
-            "lr": cfg["lr"],
-        },
+        {"params": [p for n, p in trainable if n not in head], "lr": backbone_lr},
+        {"params": [p for n, p in trainable if n in head], "lr": cfg["lr"]},
     ]
     return [g for g in groups if g["params"]]
 
@@ -88,16 +83,12 @@ def load_backbone(path: Path = BACKBONE_FILE) -> dict:
 
 
 def init_from_backbone(model: nn.Module, state: dict, where: str = str(BACKBONE_FILE)) -> None:
-    """Load the backbone's weights into ``model``, all but its new head.
-
-    BatchNorm's ``num_batches_tracked`` may be missing (older torchvision files lack it, and
-    torchvision's own loader allows that): the model keeps its own counter there."""
+    """Load the backbone's weights into ``model``, all but its new head. Older torchvision files
+    lack BatchNorm's ``num_batches_tracked`` (torchvision allows it): the model keeps its own."""
     heads = head_prefixes(model)
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(heads)}
-    optional = {k for k in own if k.endswith(".num_batches_tracked") and k not in state}
-    bad = [
-        k for k in own if k not in optional and (k not in state or state[k].shape != own[k].shape)
-    ]
+    wanted = [k for k in own if k in state or not k.endswith(".num_batches_tracked")]
+    bad = [k for k in wanted if k not in state or state[k].shape != own[k].shape]
     if bad:
         raise PipelineError(f"{where} does not fit this model: no matching {bad[0]}")
-    model.load_state_dict({k: state[k] for k in own if k not in optional}, strict=False)
+    model.load_state_dict({k: state[k] for k in wanted}, strict=False)
