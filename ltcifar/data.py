@@ -33,8 +33,7 @@ class SplitData:
 
 
 def channel_stats(prepared: np.lib.npyio.NpzFile, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """The training set's channel mean and std on the 0..255 scale, shaped (1, C, 1, 1), which
-    is how ``to_input`` normalises uint8 batches on the device."""
+    """Channel mean and std as ``to_input`` normalises uint8 batches: 0..255 scale, (1, C, 1, 1)."""
     return tuple(
         torch.from_numpy(np.asarray(prepared[k], np.float32) * 255).to(device).view(1, -1, 1, 1)
         for k in ("mean", "std")
@@ -50,8 +49,7 @@ def load_split(split: str, device: torch.device, root: Path = Path("data")) -> S
 def split_data(
     index: dict, device: torch.device, root: Path = Path("data"), path: Path | None = None
 ) -> SplitData:
-    """The training and validation images of one split index (read from ``path``, if any, for
-    the error messages), as device tensors."""
+    """A split index's images as device tensors; ``path``, if given, is named in the errors."""
     data = load_prepared(index["dataset"], root / "prepared")
     y_all = data["y_train"]
     check_fits(index, path or Path(f"split {index['split']}"), y_all, data["classes"].tolist())

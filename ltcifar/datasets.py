@@ -1,8 +1,7 @@
 """The datasets the pipeline knows: the files each one needs and how to read them into arrays.
 
-``prepare`` turns the verified archives into one compact ``.npz`` per dataset (uint8 N×H×W×C
-images, int64 labels, class names, and train-set channel statistics), so that no later stage
-ever opens a tarball, a gzip or PIL.
+``prepare`` turns them into one ``.npz`` per dataset (uint8 N×H×W×C images, int64 labels, class
+names, train-set channel statistics), so no later stage ever opens a tarball, a gzip or PIL.
 """
 
 import codecs
@@ -66,8 +65,7 @@ CIFAR_GLOBALS = {
 
 
 class CifarUnpickler(pickle.Unpickler):
-    """Unpickles CIFAR's batches and nothing else: a pickle may name any callable, so one
-    that names anything but the array pieces above is refused before it can run."""
+    """Unpickles CIFAR batches only: a pickle may name any callable, so others are refused unrun."""
 
     def __init__(self, file: io.IOBase, where: str) -> None:
         super().__init__(file, encoding="latin1")
@@ -84,8 +82,8 @@ class CifarUnpickler(pickle.Unpickler):
 
 @contextmanager
 def _reading(path: Path, dataset: str) -> Iterator[None]:
-    """Turn any decoding failure of ``path`` into one line naming the file: archives that pass
-    a (user-set) MD5 but are not in the official format, or that rotted on disk since."""
+    """Any decoding failure as one line naming ``path``: an off-format file a user's MD5 accepts,
+    or one that rotted on disk since."""
     try:
         yield
     except UNREADABLE as e:
@@ -141,17 +139,9 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 FASHION_CLASSES = [
-    "T-shirt/top",
-    "Trouser",
-    "Pullover",
-    "Dress",
-    "Coat",
-    "Sandal",
-    "Shirt",
-    "Sneaker",
-    "Bag",
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
     "Ankle boot",
-]
+]  # fmt: skip
 
 
 @DATASETS.register("fashion_mnist")
@@ -181,9 +171,8 @@ def cifar100(raw: Path) -> Arrays:
 
 
 def prepare(name: str, raw: Path, out: Path, read: Reader | None = None) -> Arrays:
-    """Read a dataset's verified files (one that cannot be read fails in one line naming it) and
-    write ``out`` (.npz) atomically; return the arrays. ``read`` replaces the registered reader
-    of ``name``: an image folder (``ltcifar.image_folder.read``) has a name of its own."""
+    """Read a dataset's verified files, write ``out`` (.npz) atomically and return the arrays.
+    ``read`` replaces ``name``'s registered reader: an image folder's name is the user's own."""
     arrays = (read or DATASETS[name].read)(raw)
     for part in ("train", "test"):
         n_x, n_y = len(arrays[f"x_{part}"]), len(arrays[f"y_{part}"])
@@ -242,9 +231,8 @@ def _prepared_problem(npz: np.lib.npyio.NpzFile) -> str | None:
 
 
 def load_prepared(name: str, root: Path = Path("data/prepared")) -> np.lib.npyio.NpzFile:
-    """Open a prepared dataset lazily (arrays are read only when indexed by key), once its
-    shapes, dtypes (from the headers) and labels' range are checked: a stale or hand-made file
-    fails here, naming itself, not as an index error deep inside training."""
+    """Open a prepared dataset lazily (an array is read when indexed), once checked: a stale or
+    hand-made file fails here, naming itself, not as an index error deep inside training."""
     path = root / f"{name}.npz"
     if not path.exists():
         raise PipelineError(f"{path} not found; run `dvc repro prepare` first")

@@ -1,9 +1,8 @@
 """Fetch a dataset's raw files (or pretrained weights) from the first source with a verified copy.
 
-Every file is streamed to a hidden temporary name, hashed on the way, and renamed into place only
-once its hash is one that params.yaml accepts, so ``out_dir`` never holds a partial or unverified
-download. Sources are tried in order: a mirror or a local copy can stand in for the official
-server when it is down or the machine is offline.
+Each file is streamed to a hidden temporary, hashed on the way and renamed into place only if
+params.yaml accepts its hash: ``out_dir`` never holds a partial or unverified download. Sources
+are tried in order, so a mirror or local copy stands in when the server is down or unreachable.
 """
 
 import hashlib
@@ -91,8 +90,7 @@ def _transfer(location: str, name: str, accepted: list[str], part: Path, algo: s
 def fetch_file(
     name: str, sources: list[str], accepted: list[str], out_dir: Path, param: str, algo: str = "md5"
 ) -> Path:
-    """Make ``out_dir/name`` a verified copy from the first source that has one; ``param`` is
-    the params.yaml block of these sources and hashes, named in the error."""
+    """Make ``out_dir/name`` a verified copy; ``param``: the params.yaml block the error names."""
     out_dir.mkdir(parents=True, exist_ok=True)
     target, tried = out_dir / name, []
     if target.is_file():
@@ -118,9 +116,9 @@ def fetch_file(
 
 
 def fetch(dataset: str, sources: list[str], md5: dict[str, list[str]], out_dir: Path) -> list[Path]:
-    """Make ``out_dir`` hold every file ``dataset`` needs, each with an accepted MD5. Files
-    already there with an accepted MD5 are kept, so a rerun costs one hash per file. Raises
-    PipelineError, one line naming every source tried and why it failed."""
+    """Make ``out_dir`` hold every file ``dataset`` needs with an accepted MD5; accepted files
+    already there are kept, so a rerun costs one hash each. Fails in one line naming every
+    source tried and why it failed."""
     files = DATASETS[dataset].files
     md5 = {name: [h.lower() for h in hashes] for name, hashes in md5.items()}
     missing = [f for f in files if f not in md5]

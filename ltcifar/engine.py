@@ -56,9 +56,7 @@ def lr_factor(cfg: dict, steps_per_epoch: int) -> Callable[[int], float]:
     """Per-step multiplier of the base lr: linear warm-up, then multi-step or cosine decay.
 
     ``warmup: step`` ramps every step; ``warmup: epoch`` holds (e + 1) / warmup_epochs through
-    epoch e, as LDAM-DRW's ``adjust_learning_rate``, which sets the lr once per epoch. The
-    multi-step decay is gamma^(milestones passed), changing only at epoch boundaries.
-    """
+    epoch e, as LDAM-DRW's ``adjust_learning_rate``. Multi-step: gamma^(milestones passed)."""
     warm, total = cfg["warmup_epochs"] * steps_per_epoch, cfg["epochs"] * steps_per_epoch
     multistep = cfg["schedule"] == "multistep"
     milestones = [m * steps_per_epoch for m in cfg["milestones"]] if multistep else []
@@ -380,23 +378,15 @@ def _train(
             histories[s].append(row)
             if logs is not None:
                 logs[s](epoch, row)
-            if (
-                world.main
-                and cfg["checkpoint"] == "best_val"
-                and row["val/macro_f1"] > best[s]["score"]
-            ):
-                best[s] = {
-                    "score": row["val/macro_f1"],
-                    "epoch": epoch,
-                    "state": copy.deepcopy(state),
-                }
+            score = row.get("val/macro_f1", -1.0)  # ranks but 0 do not validate
+            if cfg["checkpoint"] == "best_val" and score > best[s]["score"]:
+                best[s] = {"score": score, "epoch": epoch, "state": copy.deepcopy(state)}
         row = histories[0][-1]
         shown = {"loss": row["train/loss"], "val_f1": row.get("val/macro_f1", math.nan)}
         bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items() if not math.isnan(v)})
         done = epoch + 1
-        if ckpt_paths is not None and (
-            done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"]
-        ):
+        due = done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"]
+        if ckpt_paths is not None and due:
             ranks = {"rank_gens": ddp.gather_state(owns[0], world)} if world.size > 1 else {}
             opt_states = [opt.state_dict()] if S == 1 else split_opt_state(opt.state_dict(), S)
             for s in range(S if world.main else 0):  # rank 0 writes them
@@ -440,8 +430,7 @@ def scaled_lr(cfg: dict) -> float:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device) -> torch.optim.SGD:
-    """The run's SGD over its trainable parameters (backbone and head groups, see
-    ``transfer.param_groups``) at ``scaled_lr``, shared by separate and stacked training."""
+    """The run's SGD over its trainable parameters (``transfer.param_groups``) at ``scaled_lr``."""
     cfg = {**cfg, "lr": scaled_lr(cfg)}
     return torch.optim.SGD(
         param_groups(model, cfg),

@@ -31,11 +31,9 @@ def _remove_orphans(path: Path) -> None:
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` to write; it becomes ``path`` (one ``os.replace``)
-    only if the block finishes, and is deleted if it raises, so readers see the old file or the
-    new one, never half of one. The name is hidden and carries the process id
-    (``.name.<pid>.tmp``), so concurrent writers do not collide; an existing target's permissions
-    carry over to its replacement."""
+    """Yield a temporary sibling to write; it replaces ``path`` only if the block finishes, so a
+    reader sees the old file or the new, never half. Its name (``.name.<pid>.tmp``) keeps
+    concurrent writers apart; an existing target's permissions carry over."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _remove_orphans(path)

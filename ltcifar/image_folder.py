@@ -1,11 +1,9 @@
-"""Users' own images as a dataset: a folder of class folders, ``train/<class>/*`` and
-``test/<class>/*``, in any common image format and size.
+"""Users' own images as a dataset: ``train/<class>/*`` and ``test/<class>/*``, any common format.
 
-The ``download`` stage copies the images into ``data/raw/<name>/`` with a ``manifest.json``: the
-image size, the sha256 of every copied file and one digest of them all, which a digest set in
-params (``download.<name>.sha256``) pins as an MD5 pins an archive. The copy is what DVC tracks,
-so a changed image reruns what depends on it, and ``prepare`` needs no params: it re-hashes each
-copy against the manifest and decodes it into the CIFAR datasets' uint8 arrays. Hidden files
+``download`` copies them into ``data/raw/<name>/`` with a ``manifest.json`` (image size, each
+copy's sha256, one digest of all, which ``download.<name>.sha256`` can pin as an MD5 pins an
+archive). DVC tracks the copy, so a changed image reruns what depends on it; ``prepare`` needs no
+params: it re-hashes each copy and decodes it into the CIFAR datasets' uint8 arrays. Hidden files
 (``.DS_Store``) are skipped; anything else amiss is refused in one line naming the path.
 """
 
@@ -63,9 +61,8 @@ def _class_images(folder: Path, part: str) -> dict[str, list[str]]:
 
 
 def list_images(folder: Path) -> list[str]:
-    """Every image of ``folder`` as a ``train/<class>/...`` or ``test/<class>/...`` path, sorted.
-    Both parts must hold the same classes: a test class unseen in training cannot be predicted,
-    and a class without test images would score 0 in every macro average."""
+    """Every image's path under ``folder``, sorted. Both parts need the same classes: a test class
+    unseen in training cannot be predicted, one without test images scores 0 in macro averages."""
     parts = {part: _class_images(folder, part) for part in PARTS}
     for part, other, needs in (
         ("test", "train", "every test class needs training images"),
@@ -80,15 +77,13 @@ def list_images(folder: Path) -> list[str]:
 
 
 def listing_digest(files: dict[str, str]) -> str:
-    """One sha256 over every file's path and hash (``sha256sum``'s lines, sorted by path): the
-    value that ``download.<name>.sha256`` pins."""
+    """sha256 of ``sha256sum``'s lines, sorted by path: what ``download.<name>.sha256`` pins."""
     lines = "".join(f"{files[rel]}  {rel}\n" for rel in sorted(files))
     return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _copy(src: Path, dest: Path) -> str:
-    """Copy ``src`` to ``dest`` atomically; return the sha256 of the bytes written, so the
-    manifest describes the copy even if the source changes meanwhile."""
+    """Copy atomically; return the sha256 of the bytes written: the source may change meanwhile."""
     digest = hashlib.sha256()
     with atomic_path(dest) as tmp, src.open("rb") as f, tmp.open("wb") as out:
         for chunk in iter(lambda: f.read(CHUNK), b""):
@@ -112,9 +107,8 @@ def _find_folder(name: str, sources: list[str]) -> Path:
 
 
 def fetch_folder(name: str, sources: list[str], image_size: int, sha256: str, out: Path) -> dict:
-    """Make ``out`` a verified copy of the image folder, with its manifest; return the manifest.
-    The manifest is written last, so a copy cut short has none and ``prepare`` refuses it. A
-    ``sha256`` that is set must equal the copy's digest; otherwise ``out`` is removed."""
+    """Make ``out`` a verified copy of the folder; return its manifest, written last: a copy cut
+    short has none and ``prepare`` refuses it. A set ``sha256`` must match or ``out`` is removed."""
     folder = _find_folder(name, sources)
     if out.resolve() in (folder.resolve(), *folder.resolve().parents):
         raise PipelineError(
@@ -138,8 +132,7 @@ def fetch_folder(name: str, sources: list[str], image_size: int, sha256: str, ou
 
 
 def _read_manifest(raw: Path) -> tuple[dict[str, str], int]:
-    """The manifest's files (path: sha256) and image size, once the copy is known to hold
-    exactly those files: none added, removed or renamed."""
+    """The manifest's files (path: sha256) and image size, once the copy holds exactly those."""
     path = raw / MANIFEST
     try:
         manifest = json.loads(path.read_text())
@@ -177,8 +170,7 @@ def decode(path: Path, data: bytes, size: int) -> np.ndarray:
 
 
 def read(raw: Path) -> dict[str, np.ndarray]:
-    """The arrays of a downloaded image folder, in ``ltcifar.datasets.prepare``'s layout;
-    classes are the sorted names of the training class folders."""
+    """A downloaded folder's arrays for ``datasets.prepare``; classes: train/'s folders, sorted."""
     files, size = _read_manifest(raw)
     classes = sorted({rel.split("/")[1] for rel in files if rel.startswith("train/")})
     label = {c: i for i, c in enumerate(classes)}

@@ -1,13 +1,11 @@
 """Long-tailed training subsets and balanced validation sets, as small human-readable files.
 
-Validation images always come from the training images the subset left unused, never from
-the test set. Where a subset uses every image of a class (class 0 of the seed's step split,
-class 0 of ``exp``), the split's ``val_policy`` decides: ``reserve`` lowers n_max so that
-``val_per_class`` images per class stay free; ``exact`` keeps the subset exact (the published
-images) and validates on up to ``val_per_class`` leftovers per class, so a class the subset
-uses whole (CIFAR-100-LT's and CIFAR-10-LT's head class) has no validation image: it scores 0 in
-validation macro-F1 at every epoch (checkpoint selection is unaffected: a constant), and post-hoc
-tau is chosen on the other classes, so the head class's cost of an adjustment goes unseen there.
+Validation images come from the training images a subset left unused, never from the test set.
+Where a subset uses a class whole (class 0 of ``exp`` and of the seed's step split), ``val_policy``
+decides: ``reserve`` lowers n_max to keep ``val_per_class`` images per class free; ``exact`` keeps
+the published subset and validates on up to ``val_per_class`` leftovers, so CIFAR-LT's head class
+has none: it scores 0 in validation macro-F1 every epoch (a constant: checkpoint selection is
+unaffected), and post-hoc tau is chosen on the other classes, blind to what it costs the head.
 """
 
 import json
@@ -31,10 +29,10 @@ def class_counts(spec: dict, num_classes: int, n_max: int) -> list[int]:
 
 
 def class_orders(labels: np.ndarray, sampling: str, seed: int) -> list[np.ndarray]:
-    """A seeded random order of each class's indices; subsets take a prefix of it. ``ldam``
-    replays LDAM-DRW's imbalance_cifar.py: ``np.random.seed(seed)``, then for each class in label
-    order ``np.random.shuffle(np.where(targets == c)[0])``; a private RandomState gives the same
-    stream without touching numpy's global state."""
+    """A seeded random order of each class's indices; subsets take a prefix. ``ldam`` replays
+    LDAM-DRW's imbalance_cifar.py (``np.random.seed(seed)``, then per class in label order
+    ``np.random.shuffle(np.where(targets == c)[0])``) on a private RandomState: the same stream,
+    with numpy's global state untouched."""
     rng = np.random.RandomState(seed) if sampling == "ldam" else np.random.default_rng(seed)
     orders = []
     for c in np.unique(labels):
@@ -121,8 +119,7 @@ def _index_problem(index: object) -> str | None:
 
 
 def read_index(path: Path) -> dict:
-    """Read an index file and check that it is whole and self-consistent, so a hand-edited or
-    torn file fails here, naming itself, instead of training on the wrong images."""
+    """Read an index, checked whole and self-consistent: a hand-edited or torn one fails here."""
     if not path.exists():
         raise PipelineError(f"{path} not found; run `dvc repro lt_index` first")
     try:
@@ -136,9 +133,8 @@ def read_index(path: Path) -> dict:
 
 
 def check_fits(index: dict, path: Path, labels: np.ndarray, classes: list[str]) -> None:
-    """Fail unless ``index`` (read from ``path``) indexes this training set: its class names,
-    index range (the test images are a separate array, never indexed) and labels. A split written
-    for another dataset, or before the dataset was prepared anew, fails here."""
+    """Fail unless ``index`` (read from ``path``) fits this training set (class names, index range,
+    labels): a split written for another dataset, or before it was prepared anew, fails here."""
     if index["classes"] != classes:
         raise PipelineError(
             f"{path}: its classes differ from {index['dataset']}'s prepared class names; "

@@ -6,9 +6,9 @@ channels (its per-channel statistics are then per seed), the option-A shortcut p
 seed's channels, and a grouped head giving (B, S, classes) logits. Seed s sees its own batch in
 channel slice s; no value ever crosses seeds. Every stacked tensor is the concatenation of the
 S seeds' tensors along dim 0 under the ordinary names, so stacking is ``cat`` and splitting is
-``chunk``: each seed's state_dict, and so its model file, is exactly what ``engine.train`` gives.
-``engine.train_stacked`` trains it. The point is small nets on a large card, where one run
-leaves it idle; a busy CPU gains nothing.
+``chunk``: each seed's state_dict, and so its model file, is laid out as ``engine.train``'s.
+``engine.train_stacked`` trains it; the point is small nets on a large card that one run leaves
+idle (a busy CPU gains nothing).
 """
 
 import copy
@@ -103,7 +103,8 @@ def _swap_layers(module: nn.Module, s: int) -> None:
 
 
 def stack_models(models: list[nn.Module]) -> nn.Module:
-    """One stacked CifarNet holding the S given CifarNets (same architecture), on their device."""
+    """One stacked CifarNet holding the S given CifarNets (same architecture); its layers are
+    new, made on the default device: move it with ``.to``."""
     if not all(isinstance(m, CifarNet) for m in models):
         raise PipelineError("stacked seeds support the CIFAR nets only (CifarNet)")
     stacked = copy.deepcopy(models[0])
