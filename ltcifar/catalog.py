@@ -1,10 +1,8 @@
 """Every method name params.yaml may use, with the recipe settings each one reads.
 
-This module imports nothing heavy, so validating params.yaml (the ``configs`` stage) needs no
-torch, and a run's resolved config can hold exactly the settings its methods read: a focal run's
-config has ``focal_gamma`` and no ``la_tau``, so changing ``la_tau`` retrains only the runs that
-use it. The registries in ``losses``, ``samplers``, ``mixup``, ``models`` and ``datasets``
-accept only names listed here, and a test checks that every name listed here is registered.
+Torch-free (the ``configs`` stage needs no torch). A run's config holds exactly what its methods
+read, so changing ``la_tau`` retrains only the runs that use it. The registries in ``losses``,
+``samplers``, ``mixup``, ``models`` and ``datasets`` accept only these names (a test checks).
 """
 
 LOSSES: dict[str, tuple[str, ...]] = {

@@ -1,20 +1,15 @@
 """params.yaml: its schema, its cross-checks, and the resolved config of every run.
 
-Six concepts, in the order the README teaches them:
-
-1. **candidate**: the top-level keys of params.yaml are the run under study; any recipe key may
-   be set there and applies to the candidate only (``dvc exp run -S loss=ldam``).
+The README's six concepts:
+1. **candidate**: the run under study; top-level recipe keys apply to it alone (``-S loss=ldam``).
 2. **recipe**: the shared training recipe and every method's settings.
-3. **runs**: every report run, as its overrides on the recipe; ``transfer_runs`` are runs that
-   start from the profile's pretrained backbone.
+3. **runs**: report runs as overrides on the recipe; ``transfer_runs`` start from a backbone.
 4. **splits**: the named training subsets (long-tailed or balanced) that runs train on.
-5. **profiles**: what a profile changes: its datasets, its splits, its ``recipe`` (defaults a run
-   may override), its ``budget`` (imposed on every run) and its transfer ``backbone``.
+5. **profiles**: datasets, splits, ``recipe`` (defaults), ``budget`` (imposed), ``backbone``.
 6. **seeds**: ``recipe.seeds``; every run trains once per seed and reports mean ± std.
 
-The ``configs`` stage validates params.yaml and writes what each later stage reads into
-``configs/`` (see ``stage_configs``), so a stage depends on files, never on params keys. This
-module imports nothing heavy: validating params.yaml needs no torch.
+The torch-free ``configs`` stage validates params.yaml and writes what each later stage reads
+into ``configs/`` (``stage_configs``), so a stage depends on files, never on params keys.
 """
 
 import math
@@ -100,8 +95,7 @@ BASE = (
     "eval_batch_size",
 )  # fmt: skip
 
-# Ranges a type cannot express, checked in this order: (keys, test, wording). Each test holds
-# for the allowed values (``x > 0``, never ``not x <= 0``), so that NaN fails it too.
+# Ranges a type cannot express, in order; each test holds for allowed values (``x > 0``): NaN fails.
 RANGES = (
     (("epochs", "batch_size", "lr", "eval_batch_size", "checkpoint_every", "processes",
       "lr_base_batch", "mixup_alpha", "balanced_mixup_alpha", "cutmix_alpha"),
@@ -127,9 +121,7 @@ SPLIT = {
     "seed": Field(int, 0),
 }
 
-# A dataset the pipeline can fetch: kind ``archives`` for the catalogued datasets (files
-# verified by MD5), or ``image_folder``, a folder of the user's own images under a name of their
-# choosing (see ltcifar/image_folder.py), resized to image_size and pinned by an optional sha256.
+# kind archives: a catalogued dataset, MD5-verified; image_folder: any name, the user's own images.
 DOWNLOAD = {
     "kind": Field(("archives", "image_folder"), "archives"),
     "sources": Field(str, list_of=True),
@@ -182,7 +174,7 @@ def _split_top_level(raw: object) -> tuple[dict, dict]:
 
 
 def _check_values(cfg: dict, where: str) -> None:
-    """``RANGES`` and finite floats; ``where`` prefixes each key in the message."""
+    """``RANGES``, and every float finite."""
     for key, value in cfg.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ParamsError(f"{where}{key} = {value} must be a finite number")
@@ -307,11 +299,8 @@ def _check_runs(params: dict) -> None:
 
 
 def load(path: str | Path = "params.yaml") -> dict:
-    """Read and validate params.yaml; raise ParamsError naming the first bad key.
-
-    Every run's combination of methods is checked under every profile, so that
-    ``dvc exp run -S profile=...`` cannot fail later in a train stage.
-    """
+    """Read and validate params.yaml; raise ParamsError naming the first bad key. Every run's
+    methods are checked under every profile: ``dvc exp run -S profile=...`` cannot fail later."""
     structure, candidate = _split_top_level(read_yaml(path))
     params = validate(structure, STRUCTURE)
     _check_values(params["recipe"], "recipe.")
@@ -342,15 +331,12 @@ def _check_second_stages(params: dict) -> None:
         profiles = params["profiles"] if entry["run"] in runs else {}
         resolved = {p: resolve_run(params, entry["run"], p) for p in profiles}
         # the run's split, which every profile defines (entry["split"] is checked against it)
-        val = {
-            p: profiles[p]["splits"][cfg["split"]]["val_per_class"] for p, cfg in resolved.items()
-        }
+        val = {p: profiles[p]["splits"][c["split"]]["val_per_class"] for p, c in resolved.items()}
         check_second_stage(name, entry, runs, resolved, val)
 
 
 def all_runs(params: dict) -> dict:
-    """Every report run: ``runs`` and ``transfer_runs`` (two groups because DVC gives the
-    transfer runs one more dependency, the backbone)."""
+    """Every report run (two groups: DVC gives ``transfer_runs`` one more dependency, backbone)."""
     return {name: run for group in RUN_GROUPS for name, run in params[group].items()}
 
 
@@ -381,8 +367,7 @@ def _layered(params: dict, prof: dict, name: str, *layers: dict) -> dict:
 
 
 def expand_aliases(cfg: dict, where: str) -> dict:
-    """``cfg`` with a mixup alias replaced by its sampler and mixup; refused, naming ``where``,
-    when the config also sets a sampler of its own (it would re-sample twice)."""
+    """``cfg`` with a mixup alias expanded; refused if it sets a sampler too (re-sampling twice)."""
     pair = MIXUP_ALIASES.get(cfg["mixup"])
     if pair is None:
         return cfg
@@ -395,8 +380,7 @@ def expand_aliases(cfg: dict, where: str) -> dict:
 
 
 def resolve_run(params: dict, name: str, profile: str | None = None) -> dict:
-    """Every setting of one run, layered as ``_layered`` says; a transfer run's layers are the
-    backbone's recipe and model, then its own keys."""
+    """Every setting of one run (``_layered``); a transfer run layers the backbone recipe first."""
     prof = params["profiles"][profile or params["profile"]]
     bb = prof["backbone"]
     transfer = name in params["transfer_runs"]
@@ -406,8 +390,7 @@ def resolve_run(params: dict, name: str, profile: str | None = None) -> dict:
 
 
 def settings_read(cfg: dict) -> list[str]:
-    """The settings a run's methods read: the base settings, each chosen method's own (from the
-    catalogue), and those of the features it turns on."""
+    """What a run reads: ``BASE``, its methods' settings (``catalog``) and those of its features."""
     features = [
         (cfg["schedule"] == "multistep", ("milestones", "gamma")),
         (cfg["augment"], ("pad_mode",)),
@@ -470,12 +453,10 @@ def download_config(entry: dict) -> dict:
 
 
 def stage_configs(params: dict) -> dict[str, dict]:
-    """Every file the ``configs`` stage writes, by path under ``configs/``, for the active
-    profile: one per run, and one per data stage with exactly what that stage reads."""
+    """Every file the ``configs`` stage writes for the active profile, by path in ``configs/``."""
     prof = params["profiles"][params["profile"]]
     files = {f"runs/{name}.json": run_config(params, name) for name in run_names(params)}
-    download = params["download"]
-    files["download.json"] = {ds: download_config(download[ds]) for ds in prof["datasets"]}
+    files["download.json"] = {d: download_config(params["download"][d]) for d in prof["datasets"]}
     files["splits.json"] = prof["splits"]
     files["backbone.json"] = backbone_config(params)
     files["evaluate.json"] = {"profile": params["profile"], **params["evaluate"]}

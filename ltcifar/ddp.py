@@ -1,12 +1,10 @@
-"""One run over N processes with DistributedDataParallel (``processes: N``; NCCL on CUDA, gloo
-on the CPU), launched by the train stage through ``torchrun``.
+"""``processes: N``: one run over N ranks (DistributedDataParallel, NCCL or gloo) via ``torchrun``.
 
-Every rank draws the epoch's global order from the same generator and trains on its strided
-shard, so the ranks' batches of a step together are exactly a one-process run's batch: any
-sampler's class balance holds over the pooled ranks. A rank's own randomness (augmentation,
-Balanced-MixUp's partner batch) comes from a per-rank generator or a global draw sharded the same
-way. ``batch_size`` is the global batch; the lr follows ``lr_scaling``. Gradients are averaged
-over ranks, BatchNorm statistics stay per rank (SyncBatchNorm is CUDA-only). Only rank 0
+Every rank draws the epoch's global order from the same generator and trains on its strided shard,
+so a step's batches over all ranks are exactly a one-process run's batch (any sampler's class
+balance holds). A rank's own draws (augmentation, Balanced-MixUp's partner batch) come from a
+per-rank generator or a global draw sharded alike. ``batch_size`` is the global batch. Gradients
+are averaged, BatchNorm statistics stay per rank (SyncBatchNorm is CUDA-only). Only rank 0
 validates, logs, checkpoints and writes the model.
 """
 
@@ -29,12 +27,10 @@ class World:
 
     @property
     def main(self) -> bool:
-        """The rank that validates, logs and writes files."""
         return self.rank == 0
 
 
 def current() -> World:
-    """This process's place in the initialised process group; one process without one."""
     if dist.is_available() and dist.is_initialized():
         return World(dist.get_rank(), dist.get_world_size())
     return World()
@@ -98,8 +94,7 @@ def wrap(model: torch.nn.Module, device: torch.device, world: World) -> torch.nn
 def reduce_epoch(
     loss_sum: torch.Tensor, good_steps: torch.Tensor, conf: torch.Tensor, world: World
 ) -> None:
-    """In place, once per epoch: the ranks' mean loss, the fewest finite steps of any rank,
-    and the pooled training confusion matrix."""
+    """In place, once per epoch: mean loss, fewest finite steps of any rank, pooled confusion."""
     if world.size == 1:
         return
     dist.all_reduce(loss_sum)

@@ -10,7 +10,6 @@ from ltcifar.errors import PipelineError
 
 
 def select_device(name: str = "auto") -> torch.device:
-    """CUDA when present (``auto``), else the CPU; or the device ``name`` names."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
@@ -27,9 +26,8 @@ def device_name(device: torch.device) -> str:
 
 
 def compiled(model: torch.nn.Module, device: torch.device, cfg: dict) -> torch.nn.Module:
-    """``torch.compile`` where it pays off: ``compile: auto`` compiles on CUDA (a small net's step
-    is launch-bound; fusing cuts launches), not on the CPU (compute-bound, and inductor would need
-    a C compiler); ``always``/``never`` force it. It costs tens of seconds: short runs say never."""
+    """``compile: auto`` compiles on CUDA, where a small net's step is launch-bound (fusing cuts
+    launches), not on the compute-bound CPU (inductor needs a C compiler). Costs tens of seconds."""
     on = cfg["compile"] == "always" or (cfg["compile"] == "auto" and device.type == "cuda")
     return torch.compile(model) if on else model
 
@@ -43,11 +41,8 @@ def autocast_for(device: torch.device, cfg: dict):
 
 @contextmanager
 def out_of_memory_hint(what: str) -> Iterator[None]:
-    """Turn running out of device memory into one line saying which setting to lower.
-
-    A smaller ``eval_batch_size`` resumes from the last checkpoint (it is not part of the
-    fingerprint: it does not change what is learnt); a smaller ``batch_size`` is another run.
-    """
+    """Out of device memory as one line naming the setting to lower: ``eval_batch_size`` is not in
+    the fingerprint (it changes nothing learnt), so the run resumes; ``batch_size`` is a new run."""
     try:
         yield
     except (torch.OutOfMemoryError, RuntimeError) as e:

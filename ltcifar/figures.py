@@ -1,7 +1,6 @@
-"""The report's cross-run figures, which ``dvc plots`` cannot draw from one run's files.
-
-Each ``draw_*`` takes what ``report`` loaded and returns a Figure on an Agg canvas (no pyplot,
-no global state), so drawing is headless and deterministic; ``save`` writes it as a PNG.
+"""The report's cross-run figures, which ``dvc plots`` cannot draw from one run's files. Each
+``draw_*`` returns a Figure on its own Agg canvas (no pyplot, no global state), so drawing is
+headless and deterministic.
 """
 
 from pathlib import Path
@@ -24,7 +23,6 @@ def save(fig: Figure, path: Path) -> Path:
 
 
 def _axes(width: float, height: float, title: str, xlabel: str, ylabel: str = ""):
-    """A Figure on its own Agg canvas with one titled, labelled Axes."""
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.subplots()
@@ -37,8 +35,7 @@ def _colors(n: int) -> list:
 
 
 def draw_summary(runs: pd.DataFrame, metric: str = "macro_f1") -> Figure:
-    """Horizontal bars of one score (± std over seeds), coloured by split and best-first within
-    each split: the whole imbalance study in one picture."""
+    """One score's bars (± std) coloured by split, best first: the whole imbalance study at once."""
     splits = list(dict.fromkeys(runs["split"]))
     colors = dict(zip(splits, _colors(len(splits)), strict=True))
     rows = pd.concat(
@@ -64,8 +61,7 @@ def draw_summary(runs: pd.DataFrame, metric: str = "macro_f1") -> Figure:
 
 
 def draw_architecture(curves: dict[str, pd.DataFrame]) -> Figure:
-    """Training (dashed) and validation (bold) error, 1 - accuracy averaged over seeds, per
-    epoch of each run: the degradation plot of He et al. 2016, Fig. 6."""
+    """Train (dashed) and val (bold) error per epoch, mean over seeds: He et al. 2016, Fig. 6."""
     title = "PlainNet20 vs ResNet20 (cf. He et al. 2016, Fig. 6)"
     fig, ax = _axes(8, 4.8, title, "epoch", "error (1 − accuracy)")
     for color, (run, df) in zip(_colors(len(curves)), curves.items(), strict=True):
@@ -90,8 +86,7 @@ def _trainable(r: pd.Series) -> str:
 
 
 def draw_transfer(runs: pd.DataFrame) -> Figure:
-    """Test accuracy (± std) of each fine-tuning mode, labelled with how many parameters it
-    trains; pretrained modes by trainable parameters, training from scratch (grey) last."""
+    """Test accuracy (± std) per fine-tuning mode, by trainable parameters; scratch (grey) last."""
     runs = runs.assign(_s=runs["mode"].eq("scratch")).sort_values(["_s", "trainable_params"])
     title = f"Transfer: a pretrained backbone fine-tuned on {', '.join(runs['dataset'].unique())}"
     ylabel = "test accuracy (mean ± std over seeds)"
@@ -108,8 +103,7 @@ def draw_transfer(runs: pd.DataFrame) -> Figure:
 
 
 def draw_class_counts(index: dict) -> Figure:
-    """Training images per class of one split on a log axis, every class named on x (7-10 pt,
-    so CIFAR-100's 100 names stay legible): the tail's shape and imbalance at a glance."""
+    """Images per class on a log axis, every class named (7-10 pt: CIFAR-100's 100 stay legible)."""
     names, counts = index["classes"], np.asarray(index["counts"])
     n, few = len(names), len(names) <= 20  # few classes: counts written on the bars
     title = (

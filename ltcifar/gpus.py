@@ -1,11 +1,9 @@
-"""One device per queue worker: `dvc queue start -j N` runs N experiments at once but assigns
-no GPUs, so every worker would pick ``cuda:0``, and on the CPU each would start one torch thread
-per core (N × cores threads on cores cores).
+"""One device per queue worker: `dvc queue start -j N` runs N experiments at once but assigns no
+GPUs, so each worker would pick ``cuda:0``, or on the CPU start a torch thread per core (N × cores).
 
-DVC tells a stage no worker number (each experiment runs in its own temp copy of the repo), so a
-worker claims a slot: an exclusive ``flock`` on ``<slots>/slot<k>.lock`` in a shared folder, held
-until the process exits (the kernel releases it even on a kill); the k-th concurrent stage gets
-the k-th device. ``LTCIFAR_WORKER=<k>`` skips the claim (a SLURM array task sets it).
+DVC tells a stage no worker number (each experiment runs in its own temp copy), so a worker holds
+an exclusive ``flock`` on ``<slots>/slot<k>.lock`` until it exits (the kernel frees it even on a
+kill); the k-th concurrent stage gets the k-th device. ``LTCIFAR_WORKER=<k>`` (SLURM) skips this.
 """
 
 import fcntl
@@ -47,7 +45,6 @@ def claim_slot(slots: Path = SLOTS, limit: int = 256) -> int:
 
 
 def pick_device(devices: list[str], worker: int) -> str:
-    """Round robin: worker k gets device k mod len(devices); no devices: ``cpu``."""
     return devices[worker % len(devices)] if devices else "cpu"
 
 
@@ -58,11 +55,10 @@ def cpu_threads(workers: int, cores: int | None = None) -> int:
 
 
 def pin_worker(env: dict[str, str] | None = None, slots: Path = SLOTS) -> "torch.device":
-    """This worker's device; on the CPU with ``LTCIFAR_WORKERS=N`` (as for ``dvc queue start -j
-    N``), also torch's threads: cores // N. With ``CUDA_VISIBLE_DEVICES`` set, the chosen GPU
-    becomes the only visible one, so ``cuda``/``cuda:0`` is it (call before the first CUDA call:
-    the driver reads the variable once); unset, torch had to count the GPUs, which fixes the
-    variable, so the chosen one becomes torch's current device instead."""
+    """This worker's device, and on the CPU with ``LTCIFAR_WORKERS=N`` (``-j N``) torch's threads:
+    cores // N. Call before the first CUDA call: with ``CUDA_VISIBLE_DEVICES`` set, the chosen GPU
+    becomes the only visible one, ``cuda:0`` (the driver reads the variable once); unset, counting
+    the GPUs has fixed the variable, so the chosen one becomes torch's current device instead."""
     import torch
 
     env = os.environ if env is None else env

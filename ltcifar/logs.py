@@ -10,13 +10,9 @@ from dvclive import Live
 def dvclive_logger(
     run: str, seed: int, root: Path = Path("logs")
 ) -> tuple[Live, Callable[[int, dict[str, float]], None]]:
-    """A DVCLive logger (for `dvc plots`, `dvc exp show`) in an emptied ``root/<run>/seed<seed>``.
-
-    The engine replays a resumed run's history into the logger, so the folder is a pure function
-    of that history: what a killed run left there (rows past its last checkpoint, a torn last
-    line) is deleted, not trusted. Deleting it here also holds under ``DVCLIVE_RESUME``, which
-    overrides ``resume=False`` and would append the replay to the old rows.
-    """
+    """A DVCLive logger in an emptied ``root/<run>/seed<seed>``: the engine replays a resumed run's
+    history into it, so what a killed run left (rows past its checkpoint, a torn line) is deleted,
+    not trusted, even if ``DVCLIVE_RESUME`` overrides ``resume=False`` (it would append)."""
     log_dir = root / run / f"seed{seed}"
     shutil.rmtree(log_dir, ignore_errors=True)
     live = Live(str(log_dir), save_dvc_exp=False, dvcyaml=None, report=None)

@@ -1,22 +1,16 @@
-"""How the registered methods compose: which combinations of loss, sampler, mixup and schedule
-are refused (by the configs stage, before any work starts) and why.
+"""Which combinations of loss, sampler, mixup and schedule the configs stage refuses, and why.
 
-One prior correction per run. A long-tailed training set's class prior is corrected by a prior
-loss (balanced_softmax, logit_adjusted: the log prior on the logits), by re-weighting
-(weighted_ce, DRW), by re-sampling (a sampler other than instance, balanced_mixup's class-
-balanced partner batch, DRS) or post hoc (posthoc_tau > 0). Each alone aims at the balanced
-error; two correct the prior twice and over-favour the tail (Ren et al. 2020's over-balancing
-of Balanced Softmax with class-balanced sampling). Losses that change what is learnt but not
-the prior count for none: cross_entropy, focal, and ldam, whose margins widen the tail's
-decision margins (Cao et al. 2019 pair them with one re-balancing, DRW or DRS), so LDAM-DRW is
-one correction. A cosine head is no correction either: it carries its scale (``ldam_scale``), so
-its logits suit every loss.
+One prior correction per run: a prior loss, re-weighting, re-sampling or a post-hoc adjustment
+(``prior_corrections`` lists them) each alone aims at the balanced error; two correct the prior
+twice and over-favour the tail (Ren et al. 2020: Balanced Softmax with class-balanced sampling
+over-balances). Losses that change what is learnt but not the prior count for none:
+cross_entropy, focal, and ldam, whose margins widen the tail's decision margins (Cao et al. 2019
+pair them with one re-balancing, DRW or DRS), so LDAM-DRW is one correction. A cosine head is
+none either: it carries its scale (``ldam_scale``), so its logits suit every loss.
 
-One documented, measured exception: a prior loss with balanced_mixup. Its class-balanced batch
-carries only E[lam] = a / (a + 1) of every target (1/6 at a = 0.2), and the study runs the pair
-(``step_bs_balanced_mixup``, ``exp_bs_balanced_mixup``) to measure what the partial second
-correction does: on Fashion-MNIST's step split, 3 seeds, it lowered Balanced Softmax's macro-F1
-from 0.874 to 0.864 (README).
+One measured exception: a prior loss with balanced_mixup, whose class-balanced batch carries only
+E[lam] = a / (a + 1) of every target (1/6 at a = 0.2); on Fashion-MNIST's step split, 3 seeds, it
+lowered Balanced Softmax's macro-F1 from 0.874 to 0.864 (README, ``step_bs_balanced_mixup``).
 """
 
 from ltcifar.params import ParamsError
@@ -43,10 +37,8 @@ def prior_corrections(cfg: dict) -> dict[str, str]:
 
 
 def refusal(cfg: dict) -> str | None:
-    """The reason a run's combination of methods makes no sense, or None.
-
-    The one-correction rule also keeps the sampler instance wherever another method brings
-    its own (DRS switches to class-balanced, balanced_mixup adds a batch)."""
+    """Why a run's combination of methods makes no sense, or None. The one-correction rule also
+    keeps sampler instance where DRS (class-balanced) or balanced_mixup (a batch) re-samples."""
     loss = cfg["loss"]
     corrections = prior_corrections(cfg)
     # The measured exception (module docstring): a prior loss with balanced_mixup, nothing else.
@@ -72,8 +64,7 @@ def refusal(cfg: dict) -> str | None:
 
 
 def check(cfg: dict, where: str) -> None:
-    reason = refusal(cfg)
-    if reason:
+    if reason := refusal(cfg):
         raise ParamsError(
             f"{where}: {cfg['loss']} + {cfg['sampler']} sampler + {cfg['mixup']} "
             f"is refused: {reason}"

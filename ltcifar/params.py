@@ -1,7 +1,6 @@
-"""Schema validation of params.yaml (``ltcifar.config`` holds the schema and its cross-checks).
-
-A typo anywhere in params.yaml fails the very first stage with one line that names the key, the
-value and the allowed choices, before a byte is written.
+"""Schema validation of params.yaml (``ltcifar.config`` holds the schema and its cross-checks):
+a typo anywhere fails the very first stage with one line naming the key, the value and the
+allowed choices, before a byte is written.
 """
 
 from dataclasses import dataclass
@@ -51,10 +50,8 @@ def _check_scalar(key: str, value: Any, kind: Any) -> Any:
 
 
 def validate(data: Any, schema: dict, prefix: str = "", partial: bool = False) -> dict:
-    """Return ``data`` with defaults filled in, or raise ParamsError on the first bad key.
-
-    ``partial`` validates an overrides block: keys it lacks stay absent instead of defaulted.
-    """
+    """``data`` with defaults filled in, or ParamsError on the first bad key. ``partial``
+    validates an overrides block: keys it lacks stay absent instead of defaulted."""
     if not isinstance(data, dict):
         raise ParamsError(f"{prefix.rstrip('.') or 'params.yaml'} must be a mapping, got {data!r}")
     unknown = sorted(set(data) - set(schema), key=str)  # YAML keys may be ints, None, ...
@@ -102,8 +99,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.exists():
         raise ParamsError(f"{path} not found; run from the repository root")
     try:
-        with path.open() as f:
-            return yaml.safe_load(f) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:  # one line: where the parser stopped, not a traceback
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -1,9 +1,7 @@
-"""The report stage's library: what ``dvc plots`` (the per-run charts) cannot show, in REPORT.md.
-
-Tables over runs (mean ± sample std over seeds, many/medium/few, each second stage beside its
-first), four figures that compare runs, and other work's numbers (``references.yaml``, with their
-sources), apart from ours. Every field comes from what the evaluate stage recorded in
-``metrics/<run>.json``: nothing is inferred from a run's name.
+"""The report stage's library: what ``dvc plots`` (the per-run charts) cannot show, in REPORT.md:
+tables over runs, each second stage beside its first, four cross-run figures, and other work's
+numbers (``references.yaml``) apart from ours. Every field comes from what the evaluate stage
+recorded in ``metrics/<run>.json``: nothing is inferred from a run's name.
 """
 
 import json
@@ -39,8 +37,7 @@ RECORDED = {
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float]:
-    """Mean and sample std (ddof=1; 0.0 for one value), as ``metrics.seed_summary`` computes
-    them, so the table is checked arithmetic; no values give (nan, nan)."""
+    """Mean and sample std (ddof=1) as in ``metrics.seed_summary``, so the table is checked."""
     arr = np.asarray(list(values), dtype=float)
     if arr.size == 0:
         return math.nan, math.nan
@@ -55,8 +52,7 @@ def fmt_mean_std(mean: float, std: float, n: int) -> str:
 
 
 def load_runs(metrics_dir: Path) -> pd.DataFrame:
-    """One row per metrics/<run>.json: its recorded ``run`` fields and every score as <score>
-    (mean over seeds), <score>_std and <score>_n, recomputed from the per-seed values."""
+    """One row per metrics/<run>.json: its ``run`` fields, and <score>, _std, _n over seeds."""
     paths = sorted(Path(metrics_dir).glob("*.json"))
     if not paths:
         raise PipelineError(f"no run metrics in {metrics_dir}/: run `dvc repro` first")
@@ -116,7 +112,6 @@ def md_table(header: Sequence[str], rows: Iterable[Sequence]) -> str:
 
 
 def section(heading: str, *blocks: str) -> str:
-    """A markdown heading and its blocks (paragraphs, tables), a blank line after each."""
     return "\n\n".join([heading, *blocks]) + "\n"
 
 
@@ -166,8 +161,7 @@ def results_markdown(runs: pd.DataFrame, refs: dict) -> str:
 
 
 def second_stage_markdown(runs: pd.DataFrame) -> str:
-    """Each second stage beside the run it started from: first, second and the change (of the
-    means) for the scores a re-balanced classifier is meant to move."""
+    """Each second stage beside its first run, on the scores re-balancing is meant to move."""
     parts = ("first", "second", "change")
     header = ["second stage", "method", "first stage", "seeds"]
     header += [f"{SCORES[k]}: {part}" for k in SECOND_SCORES for part in parts]
@@ -228,11 +222,10 @@ def figure_sections(runs: pd.DataFrame, logs_dir: Path, splits: dict, out: Path)
                   "curves): `dvc plots show`.")]  # fmt: skip
 
     def add(title: str, fig, name: str, missing: str) -> None:
-        if fig is None:
-            md.append(section(f"### {title}", missing))
-        else:
+        if fig is not None:
             figures.save(fig, out / name)
-            md.append(section(f"### {title}", f"![{title}](figures/{name})"))
+        body = missing if fig is None else f"![{title}](figures/{name})"
+        md.append(section(f"### {title}", body))
 
     imbalance = runs[runs["group"] == "imbalance"]
     summary = figures.draw_summary(imbalance) if len(imbalance) else None

@@ -2,10 +2,9 @@
 
 Usage: python -m ltcifar.review <rev>   (e.g. ``main``; compares <rev> with the workspace)
 
-DVC's own tables are wide and name metrics by file path; a reviewer wants three compact tables,
-nothing else: ``dvc params diff``, ``dvc metrics diff`` (as ``candidate.macro_f1``, without the
-per-seed copies of the mean) and, per run whose ``configs/runs/<run>.json`` changed, the keys
-whose values changed, old → new.
+DVC's own tables are wide and name metrics by file path; a reviewer wants three compact ones:
+``dvc params diff``, ``dvc metrics diff`` (as ``candidate.macro_f1``, no per-seed copies of the
+mean) and, per run whose ``configs/runs/<run>.json`` changed, its changed keys, old → new.
 """
 
 import json
@@ -68,7 +67,6 @@ def metrics_rows(diff: dict) -> list[list[str]]:
 
 
 def config_changes(old: dict | None, new: dict | None) -> list[list[str]]:
-    """The keys of one run's config whose values differ, old → new."""
     before, after = flatten(old or {}), flatten(new or {})
     keys = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
     return [[k, fmt(before.get(k)), fmt(after.get(k))] for k in keys]

@@ -1,10 +1,8 @@
-"""params.yaml's ``second_stages``: each re-balances a finished run's classifier (see
-``ltcifar.second_stage``), checked here against the run it starts from; torch-free.
+"""params.yaml's ``second_stages``, checked against the run each starts from; torch-free.
 
-An entry names its run, that run's split (so that ``dvc.yaml`` can depend on exactly that split
-file), a registered method and its settings. The run must have a linear head (the methods act on
-a linear layer's weights) and no prior correction of its own (a second stage is one, and
-``ltcifar.methods`` allows one per run).
+A second stage re-balances a finished run's classifier (``ltcifar.second_stage``); its entry
+also names the run's split, so ``dvc.yaml`` can depend on exactly that file. The run needs a
+linear head (the methods act on its weights) and no prior correction (a second stage is one).
 """
 
 from ltcifar import catalog
@@ -31,8 +29,7 @@ FROM_RUN = ("seeds", "augment", "pad_mode", "channels_last", "eval_batch_size")
 def check_second_stage(
     name: str, entry: dict, runs: dict, resolved: dict[str, dict], val: dict[str, int]
 ) -> None:
-    """``resolved`` and ``val``: the first run's config and its split's val_per_class under
-    each profile, by profile name."""
+    """By profile name: ``resolved``, the first run's config; ``val``, its split's val_per_class."""
     where = f"second_stages.{name}"
     if name in runs:
         raise ParamsError(f"{where}: the name is a run's; second stages need names of their own")
@@ -62,8 +59,7 @@ def check_second_stage(
                 f"{where}: tau_norm chooses tau on validation images, but "
                 f"profiles.{profile}.splits.{entry['split']}.val_per_class is 0"
             )
-        corrections = prior_corrections(cfg)
-        if corrections:
+        if corrections := prior_corrections(cfg):
             raise ParamsError(
                 f"{at}: one prior correction per run: {entry['method']} re-balances the "
                 f"classifier, and run {entry['run']!r} already corrects with "
@@ -72,14 +68,12 @@ def check_second_stage(
 
 
 def second_config(name: str, entry: dict, run_cfg: dict) -> dict:
-    """What ``configs/second/<name>.json`` holds: the method's settings and the first run's
-    seeds and image feeding."""
+    """``configs/second/<name>.json``: the method's settings and the first run's ``FROM_RUN``."""
     keys = ("run", "split", "method", *catalog.SECOND_STAGES[entry["method"]])
     fed = {k: run_cfg[k] for k in FROM_RUN if k in run_cfg}
     return {"name": name, **{k: entry[k] for k in keys}, **fed}
 
 
 def evaluated_config(name: str, entry: dict, run_cfg: dict) -> dict:
-    """What ``configs/runs/<name>.json`` holds for the evaluate stage: the first run's config,
-    named after the second stage and marked with its method and first stage."""
+    """``configs/runs/<name>.json`` for the evaluate stage: the first run's config, relabelled."""
     return {**run_cfg, "name": name, "second_stage": entry["method"], "first_stage": entry["run"]}
