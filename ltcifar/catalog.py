@@ -1,9 +1,13 @@
 """Every method name params.yaml may use, with the recipe settings each one reads.
 
 Torch-free (the ``configs`` stage needs no torch). A run's config holds exactly what its methods
-read, so changing ``la_tau`` retrains only the runs that use it. The registries in ``losses``,
-``samplers``, ``mixup``, ``models`` and ``datasets`` accept only these names (a test checks).
+read, so changing ``la_tau`` retrains only the runs that use it. The ``Registry`` of each kind of
+method (in ``losses``, ``samplers``, ``mixup``, ``models``, ``datasets``, ``second_stage``) accepts
+only these names, so the catalogue params.yaml is validated against never drifts from the code.
 """
+
+from collections.abc import Callable, Iterable
+from typing import Any
 
 LOSSES: dict[str, tuple[str, ...]] = {
     "cross_entropy": ("label_smoothing",),
@@ -57,3 +61,27 @@ OFF: dict[str, object] = {
     "processes": 1,
     "lr_scaling": "none",
 }
+
+
+class Registry(dict):
+    """Named builders of one kind, filled by ``@REGISTRY.register("name")`` on import; a lookup
+    error lists the valid names. A name must be catalogued above, with the settings it reads."""
+
+    def __init__(self, kind: str, catalog: Iterable[str]) -> None:
+        super().__init__()
+        self.kind, self.catalog = kind, frozenset(catalog)
+
+    def register(self, name: str) -> Callable[[Any], Any]:
+        if name not in self.catalog:
+            raise KeyError(f"{self.kind} {name!r} is not in ltcifar/catalog.py; add it there")
+
+        def deco(obj: Any) -> Any:
+            if name in self:
+                raise KeyError(f"{self.kind} {name!r} registered twice")
+            self[name] = obj
+            return obj
+
+        return deco
+
+    def __missing__(self, name: str) -> Any:
+        raise KeyError(f"unknown {self.kind} {name!r}; choose one of: {', '.join(sorted(self))}")

@@ -22,7 +22,6 @@ import numpy.lib.format as npy
 from ltcifar import catalog
 from ltcifar.errors import PipelineError
 from ltcifar.files import atomic_path
-from ltcifar.registry import Registry
 
 Arrays = dict[str, np.ndarray]
 Reader = Callable[[Path], Arrays]
@@ -39,7 +38,7 @@ def reads(*files: str) -> Callable[[Reader], DatasetSpec]:
     return lambda read: DatasetSpec(files, read)
 
 
-DATASETS = Registry("dataset", catalog.DATASETS)
+DATASETS = catalog.Registry("dataset", catalog.DATASETS)
 
 UNREADABLE = (
     tarfile.TarError,

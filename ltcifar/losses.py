@@ -12,11 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from ltcifar import catalog
-from ltcifar.registry import Registry
 
 PerSample = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
-LOSSES = Registry("loss", catalog.LOSSES)
+LOSSES = catalog.Registry("loss", catalog.LOSSES)
 
 
 def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -12,11 +12,10 @@ from dataclasses import dataclass
 import torch
 
 from ltcifar import catalog
-from ltcifar.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 StepMix = Callable[[int, torch.Tensor, torch.Tensor], Batch]
-MIXUPS = Registry("mixup", catalog.MIXUPS)
+MIXUPS = catalog.Registry("mixup", catalog.MIXUPS)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltcifar import catalog
-from ltcifar.registry import Registry
 
-MODELS = Registry("model", catalog.MODELS)
+MODELS = catalog.Registry("model", catalog.MODELS)
 
 
 class PadShortcut(nn.Module):

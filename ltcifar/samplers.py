@@ -8,9 +8,8 @@ differing only in q: uniform, proportional to sqrt(n_c), or moving from n_c/N to
 import torch
 
 from ltcifar import catalog
-from ltcifar.registry import Registry
 
-SAMPLERS = Registry("sampler", catalog.SAMPLERS)
+SAMPLERS = catalog.Registry("sampler", catalog.SAMPLERS)
 
 
 def class_weighted_draw(

@@ -24,10 +24,9 @@ from ltcifar.errors import PipelineError
 from ltcifar.inference import balanced_recall, predict
 from ltcifar.losses import build_loss
 from ltcifar.models import CifarNet
-from ltcifar.registry import Registry
 from ltcifar.samplers import SAMPLERS
 
-SECOND_STAGES = Registry("second stage", catalog.SECOND_STAGES)
+SECOND_STAGES = catalog.Registry("second stage", catalog.SECOND_STAGES)
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
 
