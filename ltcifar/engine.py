@@ -39,14 +39,7 @@ from ltcifar.metrics import confusion, summarize
 from ltcifar.mixup import MIXUPS, Epoch, StepMix
 from ltcifar.models import build_model, model_options
 from ltcifar.samplers import SAMPLERS, balanced_draw, sampler_for
-from ltcifar.stacked import (
-    cat_opt_states,
-    cat_states,
-    refusal,
-    split_opt_state,
-    split_state,
-    stack_models,
-)
+from ltcifar.stacked import cat_states, refusal, split_state, split_states, stack_models
 from ltcifar.transfer import apply_mode, init_from_backbone, param_groups, train_mode
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -286,7 +279,7 @@ def _train(
         ]
     if found and all(found) and len({ck["epoch"] for ck in found}) == 1:
         model.load_state_dict(cat_states([ck["model"] for ck in found]))
-        opt.load_state_dict(cat_opt_states([ck["opt"] for ck in found]))
+        opt.load_state_dict(cat_states([ck["opt"] for ck in found]))
         sched.load_state_dict(found[0]["sched"])
         for gen, ck in zip(gens, found, strict=True):
             gen.set_state(ck["gen"].cpu())
@@ -388,7 +381,7 @@ def _train(
         due = done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"]
         if ckpt_paths is not None and due:
             ranks = {"rank_gens": ddp.gather_state(owns[0], world)} if world.size > 1 else {}
-            opt_states = [opt.state_dict()] if S == 1 else split_opt_state(opt.state_dict(), S)
+            opt_states = [opt.state_dict()] if S == 1 else split_states(opt.state_dict(), S)
             for s in range(S if world.main else 0):  # rank 0 writes them
                 checkpoint = {
                     "fingerprint": fps[s],

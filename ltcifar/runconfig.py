@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from ltcifar.catalog import OFF  # noqa: F401  (re-exported: what the files omit)
+from ltcifar.catalog import OFF
 from ltcifar.errors import PipelineError
 
 CONFIGS = Path("configs")

@@ -12,6 +12,7 @@ idle (a busy CPU gains nothing).
 """
 
 import copy
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -113,43 +114,29 @@ def stack_models(models: list[nn.Module]) -> nn.Module:
     return stacked
 
 
-def cat_states(states: list[dict]) -> dict:
-    """Seed dicts of tensors -> stacked dict. 0-dim tensors (BatchNorm's num_batches_tracked)
-    and non-tensors are shared: every seed counts the same steps."""
-    return {
-        k: torch.cat([st[k] for st in states]) if torch.is_tensor(v) and v.dim() else v
-        for k, v in states[0].items()
-    }
+def cat_states(states: list) -> Any:
+    """Seed state dicts (a model's or SGD's, nested) -> the stacked one: tensors concatenated
+    along dim 0; 0-dim tensors (BatchNorm's num_batches_tracked) and the rest (SGD's
+    param_groups) shared, since every seed counts the same steps."""
+    first = states[0]
+    if isinstance(first, dict):
+        return {k: cat_states([st[k] for st in states]) for k in first}
+    return torch.cat(states) if torch.is_tensor(first) and first.dim() else first
 
 
-def _chunk(state: dict, seeds: int) -> list[dict]:
+def split_states(state: Any, seeds: int) -> list:
     """The inverse of ``cat_states``, as copies rather than views of the stacked storage."""
-    out: list[dict] = [{} for _ in range(seeds)]
-    for k, v in state.items():
-        parts = v.chunk(seeds) if torch.is_tensor(v) and v.dim() else [v] * seeds
-        for d, part in zip(out, parts, strict=True):
-            d[k] = part.clone() if torch.is_tensor(part) else part
-    return out
+    if isinstance(state, dict):
+        parts = {k: split_states(v, seeds) for k, v in state.items()}
+        return [{k: p[s] for k, p in parts.items()} for s in range(seeds)]
+    if torch.is_tensor(state):
+        return [p.clone() for p in (state.chunk(seeds) if state.dim() else [state] * seeds)]
+    return [state] * seeds
 
 
 def split_state(stacked: nn.Module, seeds: int) -> list[dict]:
     """The S ordinary state_dicts of a stacked model."""
-    return _chunk(stacked.state_dict(), seeds)
-
-
-def split_opt_state(state: dict, seeds: int) -> list[dict]:
-    """Per-seed SGD state_dicts: the momentum buffers are stacked like their parameters."""
-    per_param = {i: _chunk(st, seeds) for i, st in state["state"].items()}
-    return [
-        {"state": {i: st[s] for i, st in per_param.items()}, "param_groups": state["param_groups"]}
-        for s in range(seeds)
-    ]
-
-
-def cat_opt_states(states: list[dict]) -> dict:
-    first = states[0]
-    stacked = {i: cat_states([st["state"][i] for st in states]) for i in first["state"]}
-    return {"state": stacked, "param_groups": first["param_groups"]}
+    return split_states(stacked.state_dict(), seeds)
 
 
 def refusal(cfg: dict, data: SplitData) -> str | None:
