@@ -1,6 +1,6 @@
 """Throughput of S seeds trained stacked (ltcifar.stacked) against the same seeds run one by one.
 
-Usage (from the repo root): python benchmarks/stacked_speed.py [--stacks 1 2 3] [--steps N]
+Usage (from the repo root): python benchmarks/stacked_speed.py [--stacks 2 3] [--steps N]
     [--batch B] [--model M] [--device auto|cpu|cuda] [--precision bf16|fp32] [--compile]
 
 Random CIFAR-shaped uint8 data, ``--steps`` steps per epoch, 2 epochs; each row is the last
@@ -30,7 +30,7 @@ from ltcifar.models import MODELS  # noqa: E402
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--stacks", type=int, nargs="+", default=[1, 2, 3], help="seeds per stack")
+    p.add_argument("--stacks", type=int, nargs="+", default=[2, 3], help="seeds per stack")
     p.add_argument("--steps", type=int, default=20, help="steps per epoch (default 20)")
     p.add_argument("--batch", type=int, default=128, help="batch per seed")
     p.add_argument("--model", choices=sorted(MODELS), default="resnet20")

@@ -41,14 +41,10 @@ def reads(*files: str) -> Callable[[Reader], DatasetSpec]:
 DATASETS = catalog.Registry("dataset", catalog.DATASETS)
 
 UNREADABLE = (
-    tarfile.TarError,
-    gzip.BadGzipFile,
-    EOFError,
-    zlib.error,
-    pickle.UnpicklingError,
+    tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error, pickle.UnpicklingError,
     KeyError,  # a pickle without the expected keys
     ValueError,  # pixels that do not reshape, text that does not decode
-)
+)  # fmt: skip
 
 _RECONSTRUCT = np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's array unpickling helper
 

@@ -71,9 +71,8 @@ def _canonical(value: object) -> str:
 
 
 def _shaping(cfg: dict) -> dict:
-    """The config keys that shape the result (not the run's name or report group, its
-    checkpoint interval, or the evaluation batch size, which changes no prediction: lowering it
-    after running out of memory resumes the run)."""
+    """The keys that shape the result: not the name, group, checkpoint interval or evaluation
+    batch size (which changes no prediction: lowering it after running out of memory resumes)."""
     unshaping = ("checkpoint_every", "name", "group", "eval_batch_size")
     return {k: v for k, v in cfg.items() if k not in unshaping}
 
@@ -94,9 +93,8 @@ def _config_diff(old: dict, new: dict) -> list[str]:
 
 
 def load_checkpoint(path: Path, device: torch.device, fp: str, run_cfg: dict) -> dict | None:
-    """The checkpoint at ``path`` if it holds this very run on this kind of device; else None,
-    after saying why in one line, so a changed config never silently restarts (or resumes) a
-    different run. A CUDA generator's state does not fit a CPU one (nor back), hence the device."""
+    """The checkpoint at ``path`` if it holds this very run on this kind of device (a CUDA
+    generator's state does not fit a CPU one); else None, after saying why in one line."""
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torn by a disk fault, or not a checkpoint at all
@@ -142,11 +140,9 @@ def validate(model, data: SplitData, cfg: dict) -> dict[str, float]:
 
 
 def _non_finite(cfg: dict, seed: int, epoch: int, good: int, steps: int, last: float) -> str:
-    before = (
-        f"the last finite loss was {last:.6g}"
-        if math.isfinite(last)
-        else "no finite loss seen before it"
-    )
+    before = "no finite loss seen before it"
+    if math.isfinite(last):
+        before = f"the last finite loss was {last:.6g}"
     lr = scaled_lr(cfg) * lr_factor(cfg, steps)(epoch * steps + good)  # the head group's
     return (
         f"run {cfg['name']!r} seed {seed}: the training loss is not finite at epoch {epoch}, "
@@ -178,11 +174,9 @@ def train(
     log: LogFn | None = None,
     backbone: dict | None = None,
 ) -> TrainResult:
-    """Train one run for one seed; resume from ``ckpt_path`` if it holds this very run.
-
-    ``backbone`` is the state_dict a transfer run starts from (all but the new head). In a
-    process group (``processes: N``, see ``ltcifar.ddp``) every rank calls this; only rank 0
-    validates, logs and checkpoints, and only its result is meant to be saved."""
+    """Train one run for one seed, resuming from ``ckpt_path`` if it holds this very run;
+    ``backbone``: the state_dict a transfer run starts from. Under DDP (``ltcifar.ddp``) every
+    rank calls this; only rank 0 validates, logs and checkpoints, and its result is the one."""
     paths = None if ckpt_path is None else [ckpt_path]
     return _train(cfg, data, [seed], device, paths, None if log is None else [log], backbone)[0]
 
@@ -195,11 +189,9 @@ def train_stacked(
     ckpt_paths: list[Path] | None = None,
     logs: list[LogFn] | None = None,
 ) -> list[TrainResult]:
-    """Train one run for every seed at once, stacked into one model (``ltcifar.stacked``); per
-    seed, what ``train`` gives to float rounding (sums in another order), not bit for bit.
-    ``ckpt_paths[i]`` and ``logs[i]`` are seed i's: its checkpoint is ``train``'s own format
-    (so either function resumes it), and the call resumes when every seed's checkpoint holds
-    this run at one epoch. A row's ``img_per_s`` counts the images of all seeds."""
+    """Every seed at once, stacked into one model (``ltcifar.stacked``): per seed, what ``train``
+    gives, to rounding (sums in another order). Seed i's checkpoint ``ckpt_paths[i]`` has
+    ``train``'s format (either resumes it); all resume when all hold this run at one epoch."""
     why = refusal(cfg, data)
     if why is not None:
         raise PipelineError(f"run {cfg['name']!r} cannot train seeds stacked: {why}")
@@ -413,9 +405,8 @@ def _train(
 
 
 def scaled_lr(cfg: dict) -> float:
-    """The base lr for the run's global batch: ``lr_scaling: linear`` multiplies ``lr`` by
-    batch_size / lr_base_batch (Goyal et al. 2017), ``sqrt`` by its square root (Hoffer et
-    al. 2017), ``none`` keeps it; so a run moved to more GPUs with a larger batch says how."""
+    """The base lr for the global batch: ``lr_scaling: linear`` scales ``lr`` by batch_size /
+    lr_base_batch (Goyal et al. 2017), ``sqrt`` by its square root (Hoffer et al. 2017)."""
     if cfg["lr_scaling"] == "none":
         return cfg["lr"]
     ratio = cfg["batch_size"] / cfg["lr_base_batch"]

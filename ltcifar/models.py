@@ -3,8 +3,7 @@
 Depth 6n+2: a 3x3 stem with 16 channels, three stages of n basic blocks at 16/32/64 channels,
 global average pooling and a linear head. A PlainNet is the identical stack without the skip
 connections, so comparing the two isolates the residual connection. Global pooling makes any
-input of at least 28 px work (Fashion-MNIST is 28x28x1).
-"""
+input of at least 28 px work (Fashion-MNIST is 28x28x1)."""
 
 from functools import partial
 
@@ -70,10 +69,9 @@ class LinearHead(nn.Linear):
 
 
 class CosineHead(nn.Module):
-    """Cosine classifier (LDAM-DRW's NormedLinear) times a scale: logits s * cos(feature, class
-    weight). The scale lives here, not in the loss, so that every reader of the logits
-    (softmax probabilities, ECE, validation loss, post-hoc adjustment) sees what the loss
-    trained; unscaled cosines in [-1, 1] cap softmax confidence far below 1."""
+    """LDAM-DRW's NormedLinear times a scale: s * cos(feature, class weight). The scale lives
+    here, not in the loss, so every reader of the logits (softmax, ECE, validation loss, post-hoc
+    adjustment) sees what the loss trained: cosines in [-1, 1] cap softmax confidence."""
 
     def __init__(self, features: int, num_classes: int, scale: float) -> None:
         super().__init__()

@@ -66,9 +66,8 @@ def fit(
     gen: torch.Generator,
     after_step: Callable[[], None] = lambda: None,
 ) -> None:
-    """SGD on ``params`` only, for ``cfg['epochs']``, with the method's sampler and loss: each
-    step augments a batch as the first stage did, takes its features from the frozen backbone,
-    and trains ``logits(features)``; the lr follows a per-step cosine to 0."""
+    """SGD on ``params`` alone with the method's sampler and loss: ``logits`` of the frozen
+    backbone's features of batches augmented as in the first stage; per-step cosine lr to 0."""
     model.eval()
     bs = min(cfg["batch_size"], len(data.y))
     steps, batch = len(data.y) // bs, batch_of(data, cfg, gen)
@@ -99,8 +98,7 @@ def fit(
 
 @SECOND_STAGES.register("crt")
 def crt(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) -> dict:
-    """Classifier re-training: the head re-initialised, then trained on class-balanced batches
-    with cross-entropy."""
+    """Classifier re-training: the head re-initialised, trained with CE on balanced batches."""
     head = classifier(model)
     head.reset_parameters()
     fit(model, data, cfg, [head.weight, head.bias], head, gen)
@@ -148,15 +146,13 @@ def tau_norm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator)
 
 
 def max_norm_threshold(weight: torch.Tensor, thresh: float) -> float:
-    """The weight-balancing code's per-layer threshold: min + thresh x (max - min) of the class
-    weights' norms at the start of the second stage."""
+    """Weight balancing's threshold: min + thresh x (max - min) of the class weights' norms."""
     norms = weight.norm(dim=1)
     return float(norms.min() + thresh * (norms.max() - norms.min()))
 
 
 def project_max_norm(weight: torch.Tensor, limit: float) -> None:
-    """Projected gradient descent's projection: scale every class weight whose norm exceeds
-    ``limit`` back onto the ball (the others are left alone)."""
+    """Projected gradient descent: every class weight whose norm exceeds ``limit`` scaled back."""
     with torch.no_grad():
         weight.mul_((limit / weight.norm(dim=1, keepdim=True)).clamp(max=1.0))
 
@@ -173,8 +169,7 @@ def maxnorm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) 
     limit = max_norm_threshold(head.weight.detach(), cfg["max_norm"])
 
     def project() -> None:
-        """After every step (as the authors do) and before the first, so every step starts
-        from feasible weights."""
+        """After every step (as the authors do), and before the first: every step is feasible."""
         project_max_norm(head.weight, limit)
 
     project()
@@ -183,8 +178,8 @@ def maxnorm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) 
 
 
 def method_config(cfg: dict) -> dict:
-    """The loss and sampler each method trains with, on top of its settings: cRT and LWS use
-    cross-entropy on class-balanced batches, MaxNorm the class-balanced loss on instance ones."""
+    """cRT and LWS train with CE on class-balanced batches, MaxNorm with the CB loss on instance
+    ones (on top of each method's settings)."""
     if cfg["method"] == "maxnorm":
         over = {"loss": "weighted_ce", "weighting": "effective", "sampler": "instance"}
     else:

@@ -74,14 +74,9 @@ class StackedCosineHead(nn.Module):
 def _stacked_module(m: nn.Module, s: int) -> nn.Module | None:
     """The S-seed twin of one leaf layer (uninitialised: the state_dict fills it), else None."""
     if isinstance(m, nn.Conv2d):
+        cin, cout, bias = s * m.in_channels, s * m.out_channels, m.bias is not None
         return nn.Conv2d(
-            s * m.in_channels,
-            s * m.out_channels,
-            m.kernel_size,
-            m.stride,
-            m.padding,
-            groups=s * m.groups,
-            bias=m.bias is not None,
+            cin, cout, m.kernel_size, m.stride, m.padding, groups=s * m.groups, bias=bias
         )
     if isinstance(m, nn.BatchNorm2d):
         return nn.BatchNorm2d(s * m.num_features, m.eps, m.momentum)
