@@ -39,7 +39,7 @@ from ltcifar.metrics import confusion, summarize
 from ltcifar.mixup import MIXUPS, Epoch, StepMix
 from ltcifar.models import build_model, model_options
 from ltcifar.samplers import SAMPLERS, balanced_draw, sampler_for
-from ltcifar.stacked import cat_states, refusal, split_states, stack_models
+from ltcifar.stacked import cat_states, refusal, split_state, split_states, stack_models
 from ltcifar.transfer import apply_mode, init_from_backbone, param_groups, train_mode
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -259,10 +259,6 @@ def _train(
         with _cpu_rng(rngs, s):
             return mix(Epoch(steps, bs, gens[s], balanced, batches[s]))
 
-    def per_seed(state: dict) -> list[dict]:
-        """Each seed's part of the model's or the optimiser's state (one seed: the state itself)."""
-        return [state] if S == 1 else split_states(state, S)
-
     histories: list[list[dict[str, float]]] = [[] for _ in seeds]
     best = [{"score": -1.0, "epoch": -1, "state": None} for _ in seeds]
     run_cfgs = [{**cfg, "seed": seed} for seed in seeds]
@@ -344,7 +340,8 @@ def _train(
             preds[:, step * bs : (step + 1) * bs] = logits.detach().argmax(2).T
             bar.update(images)
         conf = [confusion(data.y[orders[s, : steps * bs]], preds[s], C) for s in range(S)]
-        ddp.reduce_epoch(loss_sum, n_ok, conf[0], world)  # no-op in one process (stacked: always)
+        if world.size > 1:
+            ddp.reduce_epoch(loss_sum, n_ok, conf[0], world)
         # the epoch's one host-device sync
         totals, good, lasts = torch.stack([loss_sum.float(), n_ok, last_ok]).tolist()
         for s, seed in enumerate(seeds):
@@ -352,7 +349,7 @@ def _train(
                 bar.close()
                 raise PipelineError(_non_finite(cfg, seed, epoch, int(good[s]), steps, lasts[s]))
         img_per_s = steps * images / (time.perf_counter() - t0)
-        states = per_seed(model.state_dict())
+        states = [model.state_dict()] if S == 1 else split_state(model, S)
         for s, state in enumerate(states):
             if S > 1:
                 models[s].load_state_dict(state)
@@ -376,7 +373,7 @@ def _train(
         due = done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"]
         if ckpt_paths is not None and due:
             ranks = {"rank_gens": ddp.gather_state(owns[0], world)} if world.size > 1 else {}
-            opt_states = per_seed(opt.state_dict())
+            opt_states = [opt.state_dict()] if S == 1 else split_states(opt.state_dict(), S)
             for s in range(S if world.main else 0):  # rank 0 writes them
                 checkpoint = {
                     "fingerprint": fps[s],
@@ -394,7 +391,7 @@ def _train(
                 save_atomic({**checkpoint, **ranks}, ckpt_paths[s])
     bar.close()
     results = []
-    for s, state in enumerate(per_seed(model.state_dict())):
+    for s, state in enumerate([model.state_dict()] if S == 1 else split_state(model, S)):
         selected = cfg["epochs"] - 1
         if cfg["checkpoint"] == "best_val":
             state, selected = best[s]["state"], best[s]["epoch"]

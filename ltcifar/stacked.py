@@ -129,6 +129,11 @@ def split_states(state: Any, seeds: int) -> list:
     return [state] * seeds
 
 
+def split_state(stacked: nn.Module, seeds: int) -> list[dict]:
+    """The S ordinary state_dicts of a stacked model."""
+    return split_states(stacked.state_dict(), seeds)
+
+
 def refusal(cfg: dict, data: SplitData) -> str | None:
     """Why ``engine.train_stacked`` cannot reproduce ``engine.train`` for this run, or None."""
     with torch.device("meta"):  # only the class matters: build nothing

@@ -6,7 +6,7 @@ import torch
 from ltcifar.engine import train, train_stacked
 from ltcifar.errors import PipelineError
 from ltcifar.models import build_model
-from ltcifar.stacked import split_states, stack_models
+from ltcifar.stacked import split_state, stack_models
 from tests.conftest import recipe, strip_speed
 
 CPU = torch.device("cpu")
@@ -33,7 +33,7 @@ def seed_models(seeds: list[int], **options) -> list[torch.nn.Module]:
 def test_split_undoes_stack_and_forward_is_per_seed(options):
     models = seed_models([0, 1, 2], **options)
     stacked = stack_models(models)
-    for model, state in zip(models, split_states(stacked.state_dict(), 3), strict=True):
+    for model, state in zip(models, split_state(stacked, 3), strict=True):
         assert state.keys() == model.state_dict().keys()
         assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     xs = [torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(3)]
