@@ -3,8 +3,8 @@
 Usage (from the repo root): python benchmarks/fashion_run.py [DIR] [--epochs 10] [--loss LOSS]
   [--sampler S] [--mixup M] [--alpha A] [--seed N] [--study]
 ``--study`` trains with the Fashion-MNIST step study's recipe (studies/fashion_step.params.yaml:
-nesterov, weight decay 5e-4, 2 warm-up epochs ramped per step, then cosine), as issue 10's
-sampler_mixup measurements did (README, "sampler_mixup against the reference loop").
+nesterov, weight decay 5e-4, 2 warm-up epochs ramped per step, then cosine), as the
+sampler_mixup measurements in studies/fashion_step.md did.
 DIR holds the four IDX .gz files (default: benchmarks/data/fashion-mnist if present, else
 /usr/share/datasets/fashion-mnist). The split: class 0 keeps n_max, classes 1-9 keep 600, 100 per
 class held out for validation (val_policy reserve, so class 0 keeps 6000 - 100 = 5900).
@@ -22,20 +22,21 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ltcifar.config import MIXUP_ALIASES, SPLIT, defaults, expand_aliases  # noqa: E402
-from ltcifar.data import SplitData  # noqa: E402
-from ltcifar.datasets import DATASETS  # noqa: E402
+from ltcifar.config.catalog import MIXUP_ALIASES, SPLIT, defaults  # noqa: E402
+from ltcifar.config.rules import check  # noqa: E402
+from ltcifar.config.runs import expand_aliases  # noqa: E402
+from ltcifar.config.schema import validate  # noqa: E402
+from ltcifar.data.datasets import DATASETS  # noqa: E402
+from ltcifar.data.lt_index import build_index  # noqa: E402
+from ltcifar.data.split_data import SplitData  # noqa: E402
 from ltcifar.device import device_name, select_device  # noqa: E402
-from ltcifar.engine import train  # noqa: E402
-from ltcifar.inference import predict  # noqa: E402
-from ltcifar.losses import LOSSES  # noqa: E402
-from ltcifar.lt_index import build_index  # noqa: E402
-from ltcifar.methods import check  # noqa: E402
-from ltcifar.metrics import confusion, summarize  # noqa: E402
-from ltcifar.mixup import MIXUPS  # noqa: E402
-from ltcifar.models import MODELS, build_model, model_options  # noqa: E402
-from ltcifar.params import validate  # noqa: E402
-from ltcifar.samplers import SAMPLERS  # noqa: E402
+from ltcifar.evaluation.inference import predict  # noqa: E402
+from ltcifar.evaluation.metrics import confusion, summarize  # noqa: E402
+from ltcifar.methods.losses import LOSSES  # noqa: E402
+from ltcifar.methods.mixup import MIXUPS  # noqa: E402
+from ltcifar.methods.models import MODELS, build_model, model_options  # noqa: E402
+from ltcifar.methods.samplers import SAMPLERS  # noqa: E402
+from ltcifar.training.engine import train  # noqa: E402
 
 CARRIED = ROOT / "benchmarks" / "data" / "fashion-mnist"
 SYSTEM = Path("/usr/share/datasets/fashion-mnist")

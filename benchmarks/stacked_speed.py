@@ -1,4 +1,5 @@
-"""Throughput of S seeds trained stacked (ltcifar.stacked) against the same seeds run one by one.
+"""Throughput of S seeds trained stacked (ltcifar.methods.stacked) against the same seeds run
+one by one.
 
 Usage (from the repo root): python benchmarks/stacked_speed.py [--stacks 2 3] [--steps N]
     [--batch B] [--model M] [--device auto|cpu|cuda] [--precision bf16|fp32] [--compile]
@@ -24,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from train_speed import bench_cfg, random_split  # noqa: E402
 
 from ltcifar.device import device_name, select_device  # noqa: E402
-from ltcifar.engine import train, train_stacked  # noqa: E402
-from ltcifar.models import MODELS  # noqa: E402
+from ltcifar.methods.models import MODELS  # noqa: E402
+from ltcifar.training.engine import train, train_stacked  # noqa: E402
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -25,9 +25,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from train_speed import bench_cfg, random_split  # noqa: E402
 
-from ltcifar.augment import to_input  # noqa: E402
-from ltcifar.engine import make_optimizer, train  # noqa: E402
-from ltcifar.models import build_model, model_options  # noqa: E402
+from ltcifar.data.augment import to_input  # noqa: E402
+from ltcifar.methods.models import build_model, model_options  # noqa: E402
+from ltcifar.training.engine import train  # noqa: E402
+from ltcifar.training.optim import make_optimizer  # noqa: E402
 
 
 class Count(TorchDispatchMode):

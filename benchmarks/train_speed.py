@@ -5,7 +5,8 @@ Usage (from the repo root): python benchmarks/train_speed.py [--images N] [--bat
     python benchmarks/train_speed.py --estimate [--img-s X] [--params params.yaml] [--profile P]
 
 Three loops, one process, one device, one model and batch, on random CIFAR-shaped uint8 data:
-  engine     ltcifar.engine.train, 2 epochs; the last epoch's img_per_s (the first warms up)
+  engine     ltcifar.training.engine.train, 2 epochs; the last epoch's img_per_s (the first
+             warms up)
   reference  the seed notebook's loop: PIL + torchvision transforms + DataLoader(num_workers=2),
              NCHW, fp32, plain SGD, loss.item() every step
   bare       forward + backward + optimiser step on one batch already on the device
@@ -31,22 +32,16 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ltcifar.augment import to_input  # noqa: E402
-from ltcifar.catalog import OFF  # noqa: E402
-from ltcifar.config import (  # noqa: E402
-    BACKBONE,
-    backbone_config,
-    defaults,
-    load,
-    resolve_run,
-    run_names,
-)
-from ltcifar.data import SplitData  # noqa: E402
+from ltcifar.config.catalog import OFF, defaults  # noqa: E402
+from ltcifar.config.params import load  # noqa: E402
+from ltcifar.config.runs import BACKBONE, backbone_config, profile_runs, resolve_run  # noqa: E402
+from ltcifar.data.augment import to_input  # noqa: E402
+from ltcifar.data.lt_index import build_index  # noqa: E402
+from ltcifar.data.split_data import SplitData  # noqa: E402
 from ltcifar.device import autocast_for, compiled, device_name, select_device  # noqa: E402
-from ltcifar.engine import train  # noqa: E402
-from ltcifar.losses import build_loss  # noqa: E402
-from ltcifar.lt_index import build_index  # noqa: E402
-from ltcifar.models import MODELS, build_model, model_options  # noqa: E402
+from ltcifar.methods.losses import build_loss  # noqa: E402
+from ltcifar.methods.models import MODELS, build_model, model_options  # noqa: E402
+from ltcifar.training.engine import train  # noqa: E402
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 # Classes, images per class and image shape (H, W, C) of each dataset's training set.
@@ -54,6 +49,7 @@ SHAPES = {
     "cifar10": (10, 5000, (32, 32, 3)),
     "cifar100": (100, 500, (32, 32, 3)),
     "fashion_mnist": (10, 6000, (28, 28, 1)),
+    "cifar10_jpeg": (10, 5000, (32, 32, 3)),  # the JPEG copy of CIFAR-10 (studies/cifar10_lt.md)
 }
 Row = tuple[str, float, float, float]  # loop, img/s, ms/step, peak MB
 
@@ -288,16 +284,17 @@ FINETUNE_COST = {"scratch": 1.0, "full": 1.0, "bn_fc": 2 / 3, "linear": 1 / 3}
 def trained_runs(params: dict, profile: str) -> list[tuple[str, dict, dict]]:
     """(name, resolved config, split spec) of everything the profile trains: the backbone when
     the profile pretrains it (``weights: pretrain``; ImageNet weights are only fetched), then
-    the candidate and every report run, transfer runs with their resolved config (the
-    backbone's model and fine-tuning recipe)."""
-    splits = params["profiles"][profile]["splits"]
+    the runs it trains (all, unless it names them), transfer runs with their resolved config
+    (the backbone's model and fine-tuning recipe)."""
+    prof = params["profiles"][profile]
     out = []
-    bb = backbone_config(params, profile)
-    if bb["weights"] == "pretrain":
-        out.append((BACKBONE, {**OFF, **bb["run"]}, bb["split_spec"]))
-    for name in run_names(params):
+    if prof["backbone"] is not None:
+        bb = backbone_config(params, profile)
+        if bb["weights"] == "pretrain":
+            out.append((BACKBONE, {**OFF, **bb["run"]}, bb["split_spec"]))
+    for name in profile_runs(params, profile):
         cfg = resolve_run(params, name, profile)
-        out.append((name, cfg, splits[cfg["split"]]))
+        out.append((name, cfg, prof["splits"][cfg["split"]]))
     return out
 
 
@@ -311,23 +308,27 @@ def estimate(args: argparse.Namespace, img_s: float) -> None:
         f"{args.model} on 32x32x3 at batch {args.batch}. Each run's rate is divided by its cost "
         f"x = (its model's multiply-adds on its dataset's image size, counted with forward hooks) "
         f"/ ({args.model}'s on 32x32x3), times 2/3 for finetune bn_fc and 1/3 for linear; "
-        "batch-size differences are ignored. Row backbone: the backbone stage's pretraining."
+        "batch-size differences are ignored. nets: seeds x long-tailed draws. Row backbone: the "
+        "backbone stage's pretraining."
     )
-    head = f"{'run':<22} {'split':<12} {'model':<11} {'ep':>4} {'seeds':>5} {'img/ep':>7}"
+    head = f"{'run':<22} {'split':<12} {'model':<11} {'ep':>4} {'nets':>5} {'img/ep':>7}"
     print(f"{head} {'cost x':>6} {'img/s':>8} {'min':>8}")
     total_img, total_min = 0, 0.0
     for name, cfg, spec in trained_runs(params, profile):
         C, per_class, shape = SHAPES[spec["dataset"]]
         labels = np.repeat(np.arange(C), per_class)
-        n = build_index(cfg["split"], spec, labels, [str(c) for c in range(C)])["total_train"]
+        one = {k: v for k, v in spec.items() if k != "draws"}  # every draw has the same counts
+        one.setdefault("seed", (spec.get("draws") or [0])[0])
+        n = build_index(cfg["split"], one, labels, [str(c) for c in range(C)])["total_train"]
         options = tuple(model_options(cfg).items())
         cost = macs(cfg["model"], C, shape, options) / base * FINETUNE_COST[cfg["finetune"]]
-        images = cfg["epochs"] * len(cfg["seeds"]) * n
+        models = len(cfg["seeds"]) * len(spec.get("draws") or [None])  # seeds x long-tailed draws
+        images = cfg["epochs"] * models * n
         minutes = images / (img_s / cost) / 60
         total_img, total_min = total_img + images, total_min + minutes
         print(
             f"{name:<22} {cfg['split']:<12} {cfg['model']:<11} {cfg['epochs']:>4} "
-            f"{len(cfg['seeds']):>5} {n:>7} {cost:>6.2f} {img_s / cost:>8.0f} {minutes:>8.1f}"
+            f"{models:>5} {n:>7} {cost:>6.2f} {img_s / cost:>8.0f} {minutes:>8.1f}"
         )
     print(f"total: {total_img} training images, {total_min:.1f} min ({total_min / 60:.2f} h)")
     print(f"ESTIMATE total_images={total_img} total_minutes={total_min:.2f}", flush=True)

@@ -8,27 +8,26 @@ once per profile. It reads configs/backbone.json, which says where they come fro
 - ``weights: pretrain``: a network this stage trains on another split of the profile (built in
   memory from the spec in the config, so the stage needs no split file), which lets the whole
   transfer path run offline with real learned weights.
+
+When the active profile trains no transfer run, the config says ``skipped``: the stage leaves a
+note in models/backbone/ and returns before torch is imported.
 """
 
 import shutil
 from pathlib import Path
 
-import torch
-
-from ltcifar.catalog import OFF
-from ltcifar.data import split_data
-from ltcifar.datasets import load_prepared
-from ltcifar.device import select_device
-from ltcifar.download import fetch_file
-from ltcifar.engine import save_atomic, train
+from ltcifar.config.catalog import OFF
+from ltcifar.config.runconfig import read_config, skipped, write_skipped
 from ltcifar.errors import PipelineError, run_stage
-from ltcifar.lt_index import build_index
-from ltcifar.runconfig import read_config
-from ltcifar.transfer import BACKBONE_FILE
 
 
 def imagenet_weights(cfg: dict) -> dict:
     """torchvision's verified state_dict, its keys under ``net.`` as in ``TorchvisionNet``."""
+    import torch
+
+    from ltcifar.data.download import fetch_file
+    from ltcifar.methods.transfer import BACKBONE_FILE
+
     tmp = BACKBONE_FILE.parent / ".download"
     name = cfg["sources"][0].rstrip("/").rsplit("/", 1)[-1]
     try:
@@ -46,6 +45,12 @@ def imagenet_weights(cfg: dict) -> dict:
 
 
 def pretrained_here(cfg: dict) -> dict:
+    from ltcifar.data.datasets import load_prepared
+    from ltcifar.data.lt_index import build_index
+    from ltcifar.data.split_data import split_data
+    from ltcifar.device import select_device
+    from ltcifar.training.engine import train
+
     spec, run = cfg["split_spec"], {**OFF, **cfg["run"]}
     labels = load_prepared(spec["dataset"])
     index = build_index(cfg["split"], spec, labels["y_train"], labels["classes"].tolist())
@@ -60,6 +65,12 @@ def pretrained_here(cfg: dict) -> dict:
 
 def main() -> None:
     cfg = read_config("backbone.json")
+    if why := skipped(cfg):
+        write_skipped("backbone", why, (Path("models/backbone"),))
+        return
+    from ltcifar.methods.transfer import BACKBONE_FILE
+    from ltcifar.training.checkpoints import save_atomic
+
     state = imagenet_weights(cfg) if cfg["weights"] == "imagenet" else pretrained_here(cfg)
     save_atomic(state, BACKBONE_FILE)
     print(f"backbone: {cfg['model']} ({cfg['weights']}), {len(state)} tensors -> {BACKBONE_FILE}")

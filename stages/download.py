@@ -3,17 +3,17 @@
 A stage of its own so that the network is touched once: DVC caches ``data/raw`` and later stages
 rerun from it offline. It reads configs/download.json (the active profile's datasets with their
 sources and MD5s, or for an image folder its size and optional sha256); an image folder is
-copied with a manifest of its hashes (``ltcifar.image_folder``). Folders of other datasets are
+copied with a manifest of its hashes (``ltcifar.data.image_folder``). Folders of other datasets are
 removed, so the output holds exactly those.
 """
 
 from pathlib import Path
 
-from ltcifar.download import fetch
+from ltcifar.config.runconfig import read_config
+from ltcifar.data.download import fetch
+from ltcifar.data.image_folder import fetch_folder
 from ltcifar.errors import run_stage
 from ltcifar.files import remove_unused
-from ltcifar.image_folder import fetch_folder
-from ltcifar.runconfig import read_config
 
 RAW = Path("data/raw")
 

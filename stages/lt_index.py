@@ -1,15 +1,19 @@
-"""DVC stage `lt_index`: write data/splits/<split>.json for every split of the active profile.
+"""DVC stage `lt_index`: write data/splits/<split>.json for every split of the active profile
+(a split with ``draws``: every draw's index in that one file).
 
 Reads configs/splits.json and only the training labels, so no split can contain a test image.
+A split that runs outside the active profile name, and the profile does not define, gets a
+placeholder (its name and why, no indices), which only the skipped stages of those runs read.
 """
 
+import json
 from pathlib import Path
 
-from ltcifar.datasets import load_prepared
+from ltcifar.config.runconfig import SKIPPED, read_config
+from ltcifar.data.datasets import load_prepared
+from ltcifar.data.lt_index import build_split, write_index
 from ltcifar.errors import run_stage
-from ltcifar.files import remove_unused
-from ltcifar.lt_index import build_index, write_index
-from ltcifar.runconfig import read_config
+from ltcifar.files import remove_unused, write_text_atomic
 
 OUT = Path("data/splits")
 
@@ -18,15 +22,22 @@ def main() -> None:
     splits = read_config("splits.json")
     remove_unused(OUT.glob("*.json"), set(splits), "not a split of the active profile")
     for name, spec in splits.items():
+        if SKIPPED in spec:
+            placeholder = {"split": name, SKIPPED: spec[SKIPPED]}
+            write_text_atomic(OUT / f"{name}.json", json.dumps(placeholder, indent=2) + "\n")
+            print(f"{name}: placeholder, {spec[SKIPPED]}")
+            continue
         data = load_prepared(spec["dataset"])
-        index = build_index(name, spec, data["y_train"], data["classes"].tolist())
-        write_index(index, OUT / f"{name}.json")
-        none = [c for c, n in zip(index["classes"], index["val_counts"], strict=True) if not n]
-        print(
-            f"{name}: {spec['dataset']} {spec['shape']}, {index['total_train']} train / "
-            f"{index['total_val']} val, counts {index['counts'][0]}..{index['counts'][-1]}"
-            + (f"; no validation image left for {', '.join(none)}" if none else "")
-        )
+        split = build_split(name, spec, data["y_train"], data["classes"].tolist())
+        write_index(split, OUT / f"{name}.json")
+        draws = {f" draw {d}": i for d, i in split["draws"].items()} if "draws" in spec else {}
+        for label, index in (draws or {"": split}).items():
+            none = [c for c, n in zip(index["classes"], index["val_counts"], strict=True) if not n]
+            print(
+                f"{name}{label}: {spec['dataset']} {spec['shape']}, {index['total_train']} train / "
+                f"{index['total_val']} val, counts {index['counts'][0]}..{index['counts'][-1]}"
+                + (f"; no validation image left for {', '.join(none)}" if none else "")
+            )
 
 
 if __name__ == "__main__":

@@ -5,14 +5,14 @@ The datasets are the folders of ``data/raw`` (the download stage keeps exactly t
 profile's), so this stage reads no params: a folder named after a catalogued dataset holds its
 archives, any other one an image folder with its manifest (image size and hashes). Files that
 pass the download's checks but cannot be read fail with one line (see
-``ltcifar.datasets.prepare``); ``.npz`` files of other datasets are removed.
+``ltcifar.data.datasets.prepare``); ``.npz`` files of other datasets are removed.
 """
 
 from collections.abc import Callable
 from pathlib import Path
 
-from ltcifar import image_folder
-from ltcifar.datasets import DATASETS, Arrays, prepare
+from ltcifar.data import image_folder
+from ltcifar.data.datasets import DATASETS, Arrays, prepare
 from ltcifar.errors import PipelineError, run_stage
 from ltcifar.files import remove_unused
 

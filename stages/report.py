@@ -2,9 +2,13 @@
 outputs.
 
 Usage: python -m stages.report
-Reads only metrics/, logs/, data/splits/ and ltcifar/references.yaml (no models, no images, no
-torch), so it runs in seconds. The report is built in a temporary folder beside reports/ and
-swapped in whole, so an interrupted run never leaves half a report or a stale figure behind.
+Reads only metrics/, logs/, data/splits/, the names in configs/runs/ and
+ltcifar/reporting/references.yaml (no models, no images, no torch), so it runs in seconds. The
+runs reported are those the configs stage wrote a config for: a run removed from params.yaml
+leaves its metrics files behind (no stage owns them any more), and they are not reported
+(without configs/runs/, every metrics file is).
+The report is built in a temporary folder beside reports/ and swapped in whole, so an
+interrupted run never leaves half a report or a stale figure behind.
 """
 
 import shutil
@@ -12,9 +16,10 @@ import tempfile
 from pathlib import Path
 
 from ltcifar.errors import run_stage
-from ltcifar.report import write_report
+from ltcifar.reporting.report import write_report
 
 OUT = Path("reports")
+CONFIGS = Path("configs/runs")
 
 
 def swap_in(new: Path, dest: Path) -> None:
@@ -31,7 +36,8 @@ def swap_in(new: Path, dest: Path) -> None:
 def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{OUT.name}-", dir="."))
     try:
-        report = write_report(Path("metrics"), Path("logs"), Path("data/splits"), tmp)
+        names = {p.stem for p in CONFIGS.glob("*.json")} if CONFIGS.is_dir() else None
+        report = write_report(Path("metrics"), Path("logs"), Path("data/splits"), tmp, names=names)
         figures = len(list((tmp / "figures").glob("*.png")))
         swap_in(tmp, OUT)
     finally:

@@ -4,24 +4,29 @@ Usage: python -m stages.second_stage <name>   (a key of params.yaml `second_stag
 Reads configs/second/<name>.json, the first run's models/<run>/seed<k>.pt and its split's
 training and validation images (never the test set). Writes models/<name>/seed<k>.pt in the
 train stage's format, so the evaluate stage scores it like any run. The first run is never
-retrained: only its classifier changes (see ``ltcifar.second_stage``).
+retrained: only its classifier changes (see ``ltcifar.training.second_stage``). A second stage
+outside the active profile leaves a note in models/<name>/ before torch is imported.
 """
 
 import sys
 from pathlib import Path
 
-from ltcifar.data import load_split
-from ltcifar.device import device_name, select_device
-from ltcifar.engine import save_atomic
+from ltcifar.config.runconfig import read_config, skipped, write_skipped
 from ltcifar.errors import run_stage
-from ltcifar.inference import load_trained
-from ltcifar.runconfig import read_config
-from ltcifar.second_stage import run_second_stage
 
 
 def main() -> None:
     name = sys.argv[1]
     cfg = read_config(f"second/{name}.json")
+    if why := skipped(cfg):
+        write_skipped(name, why, (Path("models") / name,))
+        return
+    from ltcifar.data.split_data import load_split
+    from ltcifar.device import device_name, select_device
+    from ltcifar.evaluation.inference import load_trained
+    from ltcifar.training.checkpoints import save_atomic
+    from ltcifar.training.second_stage import run_second_stage
+
     device = select_device()
     data = load_split(cfg["split"], device)
     for seed in cfg["seeds"]:

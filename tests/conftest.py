@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from ltcifar.config import RECIPE
-from ltcifar.data import SplitData
+from ltcifar.config.catalog import defaults
+from ltcifar.data.split_data import SplitData
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
 def recipe(**over) -> dict:
-    cfg = {k: f.default for k, f in RECIPE.items()}
+    """The catalogue's recipe, shrunk to a few steps of tiny runs (per-step warm-up, x0.1)."""
+    cfg = defaults()
     cfg.update(
         name="t",
         split="s",
@@ -29,7 +30,9 @@ def recipe(**over) -> dict:
         epochs=3,
         batch_size=32,
         warmup_epochs=1,
+        warmup="step",
         milestones=[2],
+        gamma=0.1,
         checkpoint_every=1,
         eval_batch_size=256,
     )

@@ -1,6 +1,7 @@
 """Helpers of the tests that run DVC in a temporary copy of the project: its environment,
 running a command, reading which stages a log says ran, and copying the project in."""
 
+import json
 import os
 import re
 import shutil
@@ -70,3 +71,44 @@ def drain_queue(repo: Path, jobs: int, env: dict | None = None, timeout: float =
             time.sleep(2)
     finally:
         subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True)
+
+
+def experiments(repo: Path) -> dict[str, dict]:
+    """`dvc exp show --json` as {experiment name: {"loss": ..., "macro_f1": ...}}."""
+    out = {}
+    for baseline in json.loads(sh("dvc", "exp", "show", "--json", cwd=repo)):
+        for exp in baseline.get("experiments") or []:
+            for rev in exp["revs"]:
+                data = rev.get("data") or {}
+                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
+                metrics = data.get("metrics", {}).get("metrics/candidate.json", {}).get("data", {})
+                out[rev["name"]] = {"loss": params.get("loss"), "macro_f1": metrics.get("macro_f1")}
+    return out
+
+
+def team_project(base: Path) -> dict[str, Path]:
+    """Clone A (the shrunk project, reproduced and committed) with a bare git remote and a
+    local-folder DVC remote, as a team would have on a forge and S3: one report run, no
+    transfer run, one epoch on a tiny split. Paths under ``base``: a, origin.git, dvcstore."""
+    repo, git_remote, store = base / "a", base / "origin.git", base / "dvcstore"
+    copy_project(repo)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    quick = params["profiles"]["quick"]
+    quick["splits"] = {"step": {**quick["splits"]["step"], "n_max": 100, "n_min": 10}}
+    quick["budget"].update(epochs=1, batch_size=32)
+    params["profiles"]["full"]["splits"] = {"step": params["profiles"]["full"]["splits"]["step"]}
+    params["runs"] = {"ce": {"split": "step"}}
+    params["transfer_runs"] = {}
+    params["second_stages"] = {}
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    sh("git", "init", "-q", "-b", "main", cwd=repo)
+    sh("dvc", "init", "-q", cwd=repo)
+    sh("dvc", "remote", "add", "-d", "store", str(store), cwd=repo)
+    sh("git", "init", "-q", "--bare", "-b", "main", str(git_remote), cwd=base)
+    sh("git", "remote", "add", "origin", str(git_remote), cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "pipeline", cwd=repo)
+    sh("dvc", "repro", cwd=repo)
+    sh("git", "add", "-A", cwd=repo)
+    sh("git", "commit", "-qm", "baseline", cwd=repo)
+    return {"a": repo, "origin": git_remote, "store": store, "base": base}

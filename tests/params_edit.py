@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ltcifar.config import load
-from ltcifar.params import ParamsError
+from ltcifar.config.params import load
+from ltcifar.config.schema import ParamsError
 
 PARAMS = Path(__file__).resolve().parent.parent / "params.yaml"
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import chisquare
 
-from ltcifar.augment import crop_flip, to_input
+from ltcifar.data.augment import crop_flip, to_input
 
 
 def coordinate_images(n: int, h: int, w: int) -> torch.Tensor:

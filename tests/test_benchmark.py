@@ -96,7 +96,9 @@ def test_estimate_sums_every_run(tmp_path: Path) -> None:
     params.update(split="exp100", loss="cross_entropy", sampler="instance", mixup="none")
     params.update(seeds=[0, 1])
     params["recipe"].update(model="resnet20", epochs=7)
-    params["runs"] = {"ce": {"split": "exp100", "seeds": [0, 1, 2], "epochs": 3}}
+    params["runs"] = {
+        "ce": {"split": "exp100", "seeds": [0, 1, 2], "epochs": 3, "warmup_epochs": 1}
+    }
     params["second_stages"] = {}
     params["transfer_runs"] = {"tl": {"split": "balanced", "finetune": "linear", "seeds": [0]}}
     lines = estimate(tmp_path, params, "full")
@@ -106,18 +108,18 @@ def test_estimate_sums_every_run(tmp_path: Path) -> None:
     table = rows(lines)
     assert sorted(table) == ["candidate", "ce", "tl"]
     tl = table["tl"]
-    assert (tl["model"], tl["ep"], tl["seeds"], tl["img/ep"]) == ("tv_resnet18", "10", "1", "45000")
+    assert (tl["model"], tl["ep"], tl["nets"], tl["img/ep"]) == ("tv_resnet18", "10", "1", "45000")
     minutes = sum(float(r["min"]) for r in table.values())
     total = float(lines[-1].split("total_minutes=")[1])
     assert total == pytest.approx(minutes, abs=0.1)  # the rows are rounded to 0.1 min
 
 
 def test_the_committed_full_profile_fits_an_hour_at_the_assumed_gpu_rate() -> None:
-    """README (Speed): the full profile is sized to under an hour on one GPU by the estimate at
+    """docs/speed.md: the full profile is sized to under an hour on one GPU by the estimate at
     an assumed 25,000 img/s for ResNet-20 (not measured). Multiply-adds are counted, not timed,
     so the estimate is the same on every machine; observed 56.9 min."""
     lines = run("--estimate", "--img-s", "25000", "--profile", "full", cwd=SCRIPT.parents[1])
-    assert float(lines[-1].split("total_minutes=")[1]) < 60  # the hour the issue asks for
+    assert float(lines[-1].split("total_minutes=")[1]) < 60  # the hour it was sized to
 
 
 def test_estimate_counts_the_pretrained_backbone(tmp_path: Path) -> None:
@@ -141,7 +143,7 @@ def test_estimate_counts_the_pretrained_backbone(tmp_path: Path) -> None:
     table = rows(lines)
     assert list(table) == ["backbone", "candidate", "ce", "tl", "ts"]
     bb = table["backbone"]
-    assert (bb["split"], bb["model"], bb["ep"], bb["seeds"], bb["img/ep"]) == (
+    assert (bb["split"], bb["model"], bb["ep"], bb["nets"], bb["img/ep"]) == (
         "step",
         "resnet20",
         "2",
@@ -154,3 +156,17 @@ def test_estimate_counts_the_pretrained_backbone(tmp_path: Path) -> None:
     assert cost["tl"] == pytest.approx(cost["ts"] / 3, abs=0.01)
     # the same file under profile full: ImageNet weights, no backbone row
     assert "backbone" not in rows(estimate(tmp_path, params, "full"))
+
+
+def test_estimate_prices_only_the_runs_a_profile_names() -> None:
+    """The real-CIFAR-10 study's long profile (400 epochs, 3 seeds x 3 long-tailed draws, no
+    backbone) names three runs on the JPEG copy's exp100 split: only they are priced, and
+    BalPoE's three experts (the stem and first stage shared) cost more than twice one ResNet-32."""
+    study = "studies/cifar10_lt.params.yaml"
+    lines = run("--estimate", "--img-s", "1000", "--params", study, "--profile", "long",
+                cwd=SCRIPT.parents[1])  # fmt: skip
+    table = rows(lines)
+    assert sorted(table) == ["exp_balanced_softmax", "exp_balpoe", "exp_ldam_drw"]
+    assert lines[-1].startswith(f"ESTIMATE total_images={3 * 400 * 3 * 3 * 12406} ")
+    assert table["exp_balpoe"]["nets"] == "9"
+    assert float(table["exp_balpoe"]["cost"]) > 2 * float(table["exp_ldam_drw"]["cost"])

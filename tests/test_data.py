@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from ltcifar.config import SPLIT
-from ltcifar.data import load_split
-from ltcifar.datasets import prepare
+from ltcifar.config.catalog import SPLIT
+from ltcifar.config.schema import validate
+from ltcifar.data.datasets import prepare
+from ltcifar.data.lt_index import build_index, write_index
+from ltcifar.data.split_data import load_split
 from ltcifar.errors import PipelineError
-from ltcifar.lt_index import build_index, write_index
-from ltcifar.params import validate
 from tests.archives import CIFAR10_CLASSES, write_cifar10
 
 N_TRAIN = 80  # 10 classes x 8 training images; the test images are a separate array

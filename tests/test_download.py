@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ltcifar.datasets import DATASETS
-from ltcifar.download import fetch, locate
+from ltcifar.data.datasets import DATASETS
+from ltcifar.data.download import fetch, locate
 from ltcifar.errors import PipelineError
 from tests.archives import (
     md5_of,

@@ -9,15 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from ltcifar import engine
-from ltcifar.data import SplitData
-from ltcifar.datasets import DATASETS
-from ltcifar.engine import fingerprint, lr_factor, train
+from ltcifar.data.datasets import DATASETS
+from ltcifar.data.split_data import SplitData
 from ltcifar.errors import PipelineError
-from ltcifar.inference import predict
-from ltcifar.losses import build_loss
-from ltcifar.metrics import confusion, summarize
-from ltcifar.models import build_model
+from ltcifar.evaluation.inference import predict
+from ltcifar.evaluation.metrics import confusion, summarize
+from ltcifar.methods.losses import build_loss
+from ltcifar.methods.models import build_model
+from ltcifar.training import engine, optim
+from ltcifar.training.checkpoints import fingerprint
+from ltcifar.training.engine import train
+from ltcifar.training.optim import lr_factor
 from tests.archives import RunsCode
 from tests.conftest import FASHION, make_split, recipe, strip_speed
 
@@ -326,7 +328,7 @@ def assert_same_step(a: engine.TrainResult, b: engine.TrainResult, atol: float) 
 
 def test_fused_sgd_equals_foreach(tiny, monkeypatch):
     foreach = train(one_step(tiny), tiny, 0, torch.device("cpu"))
-    monkeypatch.setattr(engine, "sgd_kernel", lambda device: {"fused": True})
+    monkeypatch.setattr(optim, "sgd_kernel", lambda device: {"fused": True})
     fused = train(one_step(tiny), tiny, 0, torch.device("cpu"))
     assert_same_step(fused, foreach, atol=1e-5)
 

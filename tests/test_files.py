@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from ltcifar.datasets import prepare
-from ltcifar.engine import save_atomic
+from ltcifar.data.datasets import prepare
 from ltcifar.files import atomic_path, write_text_atomic
+from ltcifar.training.checkpoints import save_atomic
 from tests.archives import write_fashion_idx
 from tests.conftest import dead_pid
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ltcifar import gpus
+from ltcifar.training import gpus
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,7 +45,7 @@ def test_slots_are_distinct_while_held_and_reused_when_freed(tmp_path):
 def test_concurrent_processes_get_different_slots(tmp_path):
     """Like two queue workers: a live process's slot is skipped; a dead one's is free again."""
     code = (
-        "import sys, time; from pathlib import Path; from ltcifar.gpus import claim_slot; "
+        "import sys, time; from pathlib import Path; from ltcifar.training.gpus import claim_slot; "
         "print(claim_slot(Path(sys.argv[1])), flush=True); time.sleep(30)"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

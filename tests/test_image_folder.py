@@ -16,11 +16,12 @@ import pytest
 import yaml
 from PIL import Image
 
-from ltcifar import image_folder
-from ltcifar.config import load, stage_configs
-from ltcifar.datasets import load_prepared, prepare
+from ltcifar.config.params import load
+from ltcifar.config.runs import stage_configs
+from ltcifar.data import image_folder
+from ltcifar.data.datasets import load_prepared, prepare
+from ltcifar.data.image_folder import MANIFEST, fetch_folder, list_images, listing_digest
 from ltcifar.errors import PipelineError
-from ltcifar.image_folder import MANIFEST, fetch_folder, list_images, listing_digest
 from stages import prepare as prepare_stage
 from tests.dvcrepo import ENV, ROOT, copy_project, init_repo, ran, sh
 
@@ -183,6 +184,19 @@ def test_read_gives_sorted_classes_and_sized_rgb_arrays(raw: Path):
     for c, cls in enumerate(sorted(COUNTS)):
         first = a["x_train"][np.flatnonzero(a["y_train"] == c)[0]]
         assert np.abs(first.reshape(-1, 3).mean(0) - COLOURS[cls]).max() < 6, cls
+
+
+def test_decoding_in_several_processes_gives_the_same_arrays(raw: Path, monkeypatch):
+    """Past FILES_PER_WORKER images a process per core decodes: same arrays, same order, and a
+    copy that no longer matches its hash is still refused naming it."""
+    alone = image_folder.read(raw)
+    monkeypatch.setattr(image_folder, "FILES_PER_WORKER", 4)
+    pooled = image_folder.read(raw)
+    assert alone.keys() == pooled.keys()
+    assert all(np.array_equal(alone[k], pooled[k]) for k in alone)
+    (raw / "test/square/0.png").write_bytes((raw / "test/square/1.jpg").read_bytes())
+    with pytest.raises(PipelineError, match=r"test/square/0.png differs from its hash in"):
+        image_folder.read(raw)
 
 
 def test_resize_keeps_layout_and_makes_grey_rgb(tmp_path: Path):
@@ -360,8 +374,8 @@ def test_dvc_repro_trains_and_evaluates_on_an_image_folder(tmp_path: Path):
     split = json.loads((repo / "data/splits/lt.json").read_text())
     assert split["dataset"] == "shapes" and split["counts"] == [8, 4, 2]
     metrics = json.loads((repo / "metrics/candidate.json").read_text())
-    assert metrics["run"]["dataset"] == "shapes" and metrics["run"]["test_images"] == 9
-    assert metrics["run"]["train_images"] == 14
+    run = json.loads((repo / "metrics/candidate/details.json").read_text())["run"]
+    assert run["dataset"] == "shapes" and run["test_images"] == 9 and run["train_images"] == 14
     assert 0 <= metrics["accuracy"] <= 1
     assert ran(sh("dvc", "repro", "evaluate", cwd=repo)) == set()  # the copy is reproducible
 

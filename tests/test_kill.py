@@ -289,7 +289,7 @@ def test_evaluate_killed_while_writing_metrics_leaves_old_or_new_file(reference,
 
 
 def test_saved_model_bytes_do_not_depend_on_the_process(tmp_path):
-    from ltcifar.engine import save_atomic
+    from ltcifar.training.checkpoints import save_atomic
 
     save_atomic({"w": torch.ones(2)}, tmp_path / "seed0.pt")
     with zipfile.ZipFile(tmp_path / "seed0.pt") as z:

@@ -1,14 +1,15 @@
 """A resumed run's DVCLive logs hold one row per epoch, whatever a killed run left behind."""
 
 import csv
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from ltcifar.engine import train
-from ltcifar.logs import dvclive_logger
+from ltcifar.training.engine import train
+from ltcifar.training.logs import dvclive_logger
 from tests.conftest import make_split, recipe
 
 
@@ -62,3 +63,13 @@ def test_leftover_log_dir_ends_with_one_row_per_epoch(tmp_path: Path, monkeypatc
     logged = steps_per_metric(log_dir)
     assert sorted(logged) == sorted(result.history[0])
     assert all(steps == ["0", "1", "2"] for steps in logged.values()), logged
+
+
+def test_without_dvclive_a_run_trains_unlogged(tmp_path, monkeypatch, capsys):
+    """The stages run by hand where DVC is not installed (the GPU study kit): no logs, one line."""
+    monkeypatch.setitem(sys.modules, "dvclive", None)  # `import dvclive` raises ImportError
+    (tmp_path / "r" / "seed0").mkdir(parents=True)
+    live, log = dvclive_logger("r", 0, root=tmp_path)
+    log(0, {"train/loss": 1.0})
+    assert live is None and not (tmp_path / "r" / "seed0").exists()
+    assert "dvclive is not installed" in capsys.readouterr().out

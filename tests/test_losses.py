@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ltcifar.losses import LOSSES
+from ltcifar.methods.losses import LOSSES
 
 CFG = {"label_smoothing": 0.0}
 C = 10
@@ -112,7 +112,7 @@ def test_bf16_logits_computed_in_fp32():
 def test_build_loss_mean_reduces_balanced_softmax():
     """The engine's loss(logits, targets, epoch) is the batch mean; without DRW its gradient is
     (softmax(z + log prior) - t) / B."""
-    from ltcifar.losses import build_loss
+    from ltcifar.methods.losses import build_loss
 
     cfg = {
         "loss": "balanced_softmax",

@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from ltcifar.config import SPLIT
+from ltcifar.config.catalog import SPLIT
+from ltcifar.config.schema import validate
+from ltcifar.data.lt_index import build_index, class_counts, read_index, write_index
 from ltcifar.errors import PipelineError
-from ltcifar.lt_index import build_index, class_counts, read_index, write_index
-from ltcifar.params import validate
 
 CIFAR10_EXP100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 C10_STEP = dict(dataset="cifar10", shape="step", n_max=5000, n_min=500)  # the seed study's
@@ -327,3 +327,21 @@ def test_read_index_rejects_what_is_not_an_index_object(tmp_path, text):
     path.write_text(text)
     with pytest.raises(PipelineError, match=f"^{re.escape(str(path))}"):
         read_index(path)
+
+
+def test_exact_holdout_validates_the_head_class_and_keeps_the_rest_exact():
+    """CIFAR-10-LT drawn as LDAM does: ``exact`` uses class 0 whole (no validation image);
+    ``exact_holdout`` gives up its last 50 in the draw's order and keeps every other class's
+    training images exactly."""
+    labels = np.repeat(np.arange(10), 5000)
+    spec = {"dataset": "cifar10", "shape": "exp", "n_max": 5000, "imbalance": 100.0,
+            "n_min": 0, "k": 1, "val_per_class": 50, "sampling": "ldam", "seed": 0}  # fmt: skip
+    classes = [str(c) for c in range(10)]
+    exact = build_index("e", {**spec, "val_policy": "exact"}, labels, classes)
+    held = build_index("h", {**spec, "val_policy": "exact_holdout"}, labels, classes)
+    assert exact["counts"] == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    assert exact["val_counts"][0] == 0 and held["val_counts"] == [50] * 10
+    assert held["counts"] == [4950, *exact["counts"][1:]]
+    assert held["train_indices"][1:] == exact["train_indices"][1:]
+    assert set(held["train_indices"][0]) < set(exact["train_indices"][0])
+    assert not set(held["val_indices"][0]) & set(held["train_indices"][0])

@@ -12,8 +12,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from ltcifar.lt_index import class_counts
-from ltcifar.metrics import (
+from ltcifar.data.lt_index import class_counts
+from ltcifar.evaluation.metrics import (
     confusion,
     minority_recall,
     per_class,

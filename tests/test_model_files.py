@@ -9,11 +9,11 @@ import pytest
 import torch
 import torchvision
 
-from ltcifar.engine import save_atomic
 from ltcifar.errors import PipelineError
-from ltcifar.inference import load_trained
-from ltcifar.models import build_model, model_options
-from ltcifar.transfer import init_from_backbone
+from ltcifar.evaluation.inference import load_trained
+from ltcifar.methods.models import build_model, model_options
+from ltcifar.methods.transfer import init_from_backbone
+from ltcifar.training.checkpoints import save_atomic
 from tests.archives import RunsCode
 from tests.conftest import recipe
 

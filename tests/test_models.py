@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltcifar.models import MODELS, build_model
+from ltcifar.methods.models import MODELS, build_model
 
 
 def conv(cin: int, cout: int, k: int) -> int:
@@ -114,7 +114,7 @@ def test_skip_connection_effect(name):
 
 @pytest.mark.parametrize("depth", [19, 21, 18, 33, 110 + 1])
 def test_bad_depth_raises(depth):
-    from ltcifar.models import CifarNet
+    from ltcifar.methods.models import CifarNet
 
     with pytest.raises(ValueError, match="6n\\+2"):
         CifarNet(depth, True, 10)
@@ -190,10 +190,10 @@ def cosines(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def test_cosine_head_probabilities_are_softmax_of_scaled_cosines_and_ldam_matches_reference():
     """predict()'s softmax (what ECE and the validation loss read) is softmax(s cos theta), and
     the LDAM loss on the model's logits is LDAM-DRW's CE(s (cos - m_y e_y))."""
-    from ltcifar.config import RECIPE
-    from ltcifar.engine import predict
-    from ltcifar.losses import LOSSES, ldam_margins
-    from ltcifar.models import model_options
+    from ltcifar.config.catalog import RECIPE
+    from ltcifar.methods.losses import LOSSES, ldam_margins
+    from ltcifar.methods.models import model_options
+    from ltcifar.training.engine import predict
 
     s = 30.0
     cfg = {k: f.default for k, f in RECIPE.items()} | {"head": "cosine", "ldam_scale": s}
@@ -221,7 +221,7 @@ def test_cosine_head_probabilities_are_softmax_of_scaled_cosines_and_ldam_matche
 def test_head_is_fp32_under_bf16_autocast(name, head):
     """The body runs in bf16, the head on fp32 features: logits are fp32 and equal the fp32 head
     of the (bf16) features, so cosines are not quantised before the scale."""
-    import ltcifar.transfer  # noqa: F401  (registers the torchvision nets)
+    import ltcifar.methods.transfer  # noqa: F401  (registers the torchvision nets)
 
     torch.manual_seed(0)
     model = build_model(name, 10, head=head, cosine_scale=30.0).eval()
@@ -234,3 +234,11 @@ def test_head_is_fp32_under_bf16_autocast(name, head):
         torch.testing.assert_close(out, 30.0 * cosines(f, fc.weight).float())
     else:
         torch.testing.assert_close(out, F.linear(f, fc.weight, fc.bias))
+
+
+def test_cosine_head_starts_with_unit_class_columns():
+    """LDAM-DRW's NormedLinear: uniform(-1, 1), then each class column renormalised to 1, so
+    its first angular steps are as large as the reference's (lr / ||w||^2)."""
+    torch.manual_seed(0)
+    net = build_model("resnet32", 10, 3, head="cosine", cosine_scale=30.0)
+    torch.testing.assert_close(net.fc.weight.norm(dim=0), torch.ones(10))

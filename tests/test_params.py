@@ -2,8 +2,9 @@
 
 import pytest
 
-from ltcifar.config import CANDIDATE, load, resolve_run, run_config, run_names
-from ltcifar.params import ParamsError
+from ltcifar.config.params import load
+from ltcifar.config.runs import CANDIDATE, resolve_run, run_config, run_names
+from ltcifar.config.schema import ParamsError
 from tests.params_edit import PARAMS, error_of, load_modified, repo_params
 
 
@@ -219,3 +220,56 @@ def test_every_run_config_names_its_report_group():
     groups = {n: run_config(params, n)["group"] for n in run_names(params)}
     assert groups["step_ce"] == groups["exp_ce"] == groups[CANDIDATE] == "imbalance"
     assert groups["resnet20"] == "balanced" and groups["transfer_scratch"] == "transfer"
+
+
+def _recipe(**over):
+    return lambda d: d["recipe"].update(over)
+
+
+def _split(key: str, **over):
+    return lambda d: d["profiles"]["quick"]["splits"][key].update(over)
+
+
+def _run(**over):
+    return lambda d: d["runs"]["step_ce"].update(over)
+
+
+def _both(*edits):
+    return lambda d: [edit(d) for edit in edits]
+
+
+STEP_CE = "runs.step_ce (profile quick): "
+SECOND = {"run": "exp_ce", "split": "exp100", "method": "crt"}
+REFUSED = [
+    (_recipe(milestones=[160, -1]), "recipe.milestones = [160, -1] must all be >= 0"),
+    (_recipe(gamma=-0.1), "recipe.gamma = -0.1 must be > 0"),
+    (_recipe(seeds=[0, 1, 0]), "recipe.seeds = [0, 1, 0] lists a value twice"),
+    (_recipe(posthoc_tau=-1), "recipe.posthoc_tau = -1.0 must be >= 0"),
+    (_recipe(la_tau=-0.5), "recipe.la_tau = -0.5 must be >= 0"),
+    (_split("step", n_min=2000), "profiles.quick.splits.step.n_min = 2000 must not exceed n_max"),
+    (lambda d: d["runs"].update({7: {"split": "step"}}), "runs: the name 7 must be a string"),
+    (lambda d: d["second_stages"].update({1.5: SECOND}), "second_stages: the name 1.5 must be"),
+    (
+        lambda d: d.update(warmup_epochs=5),
+        "the candidate (profile quick): warmup_epochs = 5 is longer than the run (epochs = 4)",
+    ),
+    (
+        _both(_run(checkpoint="best_val", split="exp100"), _split("exp100", val_per_class=0)),
+        STEP_CE + "checkpoint: best_val selects on validation images, but "
+        "profiles.quick.splits.exp100.val_per_class is 0",
+    ),
+    (
+        _run(stack_seeds=True, seeds=[0, 1], grad_clip=1.0),  # quick trains one seed: full refuses
+        "runs.step_ce (profile full): stack_seeds cannot be used: grad_clip clips one norm",
+    ),
+    (
+        _run(processes=3),
+        STEP_CE + "batch_size = 64 (the global batch) must be a multiple of processes = 3",
+    ),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), REFUSED)
+def test_what_was_accepted_before_any_work_is_refused(tmp_path, raw, edit, message):
+    """Each refused in one line by the configs stage: none waits for training to start."""
+    assert error_of(tmp_path, raw, edit).startswith(message)

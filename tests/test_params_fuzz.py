@@ -3,7 +3,8 @@
 Each example starts from the committed params.yaml and breaks one thing (a wrong type, an
 unknown key, a non-positive epochs/batch size/lr, an exp split's imbalance below 1, a mixup
 alpha <= 0, an unknown method/model/dataset/profile name, a run without a split, a split no
-profile defines, a file or block that is not a mapping). The property: ``ltcifar.config.load``
+profile defines, a file or block that is not a mapping). The property:
+``ltcifar.config.params.load``
 raises ``ParamsError`` (never another exception), with a one-line message that names the
 offending key and, for a name, every allowed value. ``python -m stages.configs`` on such a file
 exits 2 with one ``error:`` line and leaves an existing ``configs/`` byte-identical.
@@ -27,8 +28,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ltcifar.config import RECIPE, RUN, SPLIT, load
-from ltcifar.params import Field, ParamsError
+from ltcifar.config.catalog import RECIPE, SPLIT, Setting
+from ltcifar.config.params import RUN, load
+from ltcifar.config.schema import ParamsError
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -90,7 +92,7 @@ ANY = st.one_of(
 )
 
 
-def _wrong_for(field: Field, value) -> bool:
+def _wrong_for(field: Setting, value) -> bool:
     """True if ``value`` is not a valid value of ``field``."""
     if field.list_of:
         return not isinstance(value, list)
@@ -337,7 +339,7 @@ def test_odd_keys_inside_a_block_are_refused_in_one_line(tmp_path):
         assert "\n" not in str(err.value) and "unknown key recipe." in str(err.value)
 
 
-# Malformed values the validator once accepted or crashed on (ltcifar/config.py:
+# Malformed values the validator once accepted or crashed on (ltcifar/config/params.py:
 # _check_values, _split_top_level, _check_split): minimal examples, now refused in one line.
 ACCEPTED_OR_CRASHING = [
     (("recipe", "lr"), float("nan"), "lr = nan passes `cfg[key] <= 0`; use `not x > 0`"),

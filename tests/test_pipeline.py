@@ -7,6 +7,7 @@ mechanics (files, counts, what reran), never how well one epoch learns.
 """
 
 import json
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -79,9 +80,10 @@ def test_repro_writes_every_output(repo):
     ):
         assert (repo / path).exists(), path
     metrics = json.loads((repo / "metrics/candidate.json").read_text())
-    assert metrics["run"]["dataset"] == "fashion_mnist" and metrics["run"]["profile"] == "quick"
-    assert metrics["run"]["test_images"] == 10_000
-    assert metrics["run"]["train_images"] == 300 + 9 * 30  # step split: class 0 keeps n_max
+    run = json.loads((repo / "metrics/candidate/details.json").read_text())["run"]
+    assert run["dataset"] == "fashion_mnist" and run["profile"] == "quick"
+    assert run["test_images"] == 10_000
+    assert run["train_images"] == 300 + 9 * 30  # step split: class 0 keeps n_max
     assert 0 <= metrics["accuracy"] <= 1 and 0 <= metrics["macro_f1"] <= 1
     # A focal run's config holds focal's setting and no other method's.
     focal = json.loads((repo / "configs/runs/focal.json").read_text())
@@ -121,8 +123,24 @@ def test_second_stage_setting_reruns_it_and_never_its_first_stage(repo):
     out = sh("dvc", "exp", "run", "-S", "second_stages.ce_crt.epochs=2", cwd=repo)
     assert ran(out) == {"configs", "second_stage@ce_crt", "evaluate_second@ce_crt", "report"}, out
     assert (repo / "models/ce/seed0.pt").read_bytes() == before
-    run = json.loads((repo / "metrics/ce_crt.json").read_text())["run"]
+    run = json.loads((repo / "metrics/ce_crt/details.json").read_text())["run"]
     assert (run["second_stage"], run["first_stage"]) == ("crt", "ce")
+
+
+def test_the_readme_experiment_table_stays_narrow(repo):
+    """The README's command for comparing experiments, run after the experiments above: the
+    candidate's headline scores, the params that changed, and a handful of other columns (plain
+    `dvc exp show` lists every key of every file). Each metrics file holds headline scores only."""
+    line = next(
+        ln.strip()
+        for ln in (ROOT / "README.md").read_text().splitlines()
+        if ln.startswith("dvc exp show --only-changed")
+    )
+    header = sh(*shlex.split(line.split("#")[0]), "--csv", cwd=repo).splitlines()[0].split(",")
+    assert "metrics/candidate.json:macro_f1" in header and "loss" in header, header
+    assert len(header) <= 16, header
+    for path in (repo / "metrics").glob("*.json"):
+        assert len(json.loads(path.read_text())) <= 10, path
 
 
 @pytest.mark.parametrize(

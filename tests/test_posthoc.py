@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from ltcifar import engine
 from ltcifar.errors import PipelineError
-from ltcifar.inference import choose_posthoc_tau
-from ltcifar.losses import log_prior
+from ltcifar.evaluation.inference import choose_posthoc_tau
+from ltcifar.methods.losses import log_prior
+from ltcifar.training import engine
 from tests.conftest import make_split, recipe
 from tests.params_edit import error_of, repo_params
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ltcifar.datasets import load_prepared, prepare
+from ltcifar.data.datasets import load_prepared, prepare
 from ltcifar.errors import PipelineError
 from stages import prepare as prepare_stage
 from tests.archives import (

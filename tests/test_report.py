@@ -17,9 +17,9 @@ import pytest
 import yaml
 from matplotlib.image import imread
 
-from ltcifar import figures, report
 from ltcifar.errors import PipelineError
-from ltcifar.metrics import seed_summary
+from ltcifar.evaluation.metrics import seed_summary
+from ltcifar.reporting import figures, report
 
 ROOT = Path(__file__).resolve().parents[1]
 # The fixture's runs on long-tailed splits (the architecture pair is on the balanced split).
@@ -41,6 +41,8 @@ possum rabbit raccoon ray road rocket rose sea seal shark shrew skunk skyscraper
 spider squirrel streetcar sunflower sweet_pepper table tank telephone television tiger tractor
 train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()
 H100 = "cuda: NVIDIA H100 80GB HBM3"
+BEST = "best epoch on the test set"  # how LDAM-DRW's and the seed study's numbers were kept
+LA = "google-research logit_adjustment, last epoch"
 
 # Per-seed scores of the fixture runs: the expected table cells are computed from these by hand.
 STEP_CE = {
@@ -89,14 +91,13 @@ SPLIT_FIELDS = {
 
 
 def write_run(root: Path, name: str, run: dict, per_seed: dict[str, list[float]]) -> None:
-    """metrics/<name>.json as the evaluate stage writes it (mean, sample std, per seed, and the
-    run's recorded fields: group and split shape included)."""
+    """metrics/<name>.json and metrics/<name>/details.json as the evaluate stage writes them
+    (means; sample std, per seed, and the run's recorded fields: group and split shape included)."""
     n = len(next(iter(per_seed.values())))
     seeds = {f"seed{s}": {k: v[s] for k, v in per_seed.items()} for s in range(n)}
     table = pd.DataFrame(seeds).T
     mean, std = seed_summary(table)
-    metrics = {
-        **mean,
+    details = {
         "std": std,
         "per_seed": seeds,
         "run": {
@@ -120,8 +121,9 @@ def write_run(root: Path, name: str, run: dict, per_seed: dict[str, list[float]]
             **run,
         },
     }
-    (root / "metrics").mkdir(exist_ok=True)
-    (root / "metrics" / f"{name}.json").write_text(json.dumps(metrics, indent=2))
+    (root / "metrics" / name).mkdir(parents=True, exist_ok=True)
+    (root / "metrics" / f"{name}.json").write_text(json.dumps(mean, indent=2))
+    (root / "metrics" / name / "details.json").write_text(json.dumps(details, indent=2))
 
 
 def write_logs(root: Path, name: str, seeds: int, epochs: int, val: bool, plain: bool = False):
@@ -354,8 +356,8 @@ def test_post_hoc_adjustment_is_matched_to_logit_adjustment_and_second_stages_to
     )
     rows = results_table(build(root).read_text())
     ref = "reference (not ours)"
-    assert rows["c100_posthoc_la"][ref] == "0.4410 accuracy (google-research logit_adjustment)"
-    assert rows["c100_ce"][ref] == "0.3830 accuracy (Cao et al. 2019)"
+    assert rows["c100_posthoc_la"][ref] == f"0.4410 accuracy ({LA})"
+    assert rows["c100_ce"][ref] == f"0.3830 accuracy (Cao et al. 2019, {BEST})"
     assert rows["c100_ce_crt"][ref] == ""
 
 
@@ -387,13 +389,13 @@ def test_references_sit_beside_matching_full_runs(built):
     text = (built / "reports" / "REPORT.md").read_text()
     rows = results_table(text)
     ref = "reference (not ours)"
-    assert rows["step_ce"][ref] == "0.7457 macro-F1 (seed study)"
-    assert rows["step_sampler_mixup"][ref] == "0.7971 macro-F1 (seed study)"
-    assert rows["step_balanced_softmax"][ref] == "0.7991 macro-F1 (seed study)"
-    assert rows["exp_ce"][ref] == "0.7040 accuracy (Cao et al. 2019)"
-    assert rows["c100_ce"][ref] == "0.3830 accuracy (Cao et al. 2019)"
-    assert rows["resnet20"][ref] == "0.6498 accuracy (seed study)"
-    both = "0.4300 accuracy (seed study); 0.6142 accuracy (seed study)"
+    assert rows["step_ce"][ref] == f"0.7457 macro-F1 (seed study, {BEST})"
+    assert rows["step_sampler_mixup"][ref] == f"0.7971 macro-F1 (seed study, {BEST})"
+    assert rows["step_balanced_softmax"][ref] == f"0.7991 macro-F1 (seed study, {BEST})"
+    assert rows["exp_ce"][ref] == f"0.7040 accuracy (Cao et al. 2019, {BEST})"
+    assert rows["c100_ce"][ref] == f"0.3830 accuracy (Cao et al. 2019, {BEST})"
+    assert rows["resnet20"][ref] == f"0.6498 accuracy (seed study, {BEST})"
+    both = f"0.4300 accuracy (seed study, {BEST}); 0.6142 accuracy (seed study, {BEST})"
     assert rows["plainnet20"][ref] == both
     refs = text.split("## Reference numbers (not produced by this pipeline)", 1)[1]
     for number in (
@@ -482,7 +484,7 @@ def test_reference_numbers_come_from_the_data_file(tmp_path):
         root / "metrics", root / "logs", root / "data" / "splits", root / "r", refs=path
     )
     rows = results_table(out.read_text())
-    assert rows["step_ce"]["reference (not ours)"] == "0.1234 macro-F1 (seed study)"
+    assert rows["step_ce"]["reference (not ours)"] == f"0.1234 macro-F1 (seed study, {BEST})"
     assert rows["step_balanced_softmax"]["reference (not ours)"] == ""
 
 
@@ -529,6 +531,10 @@ def test_quick_profile_says_references_are_not_comparable(tmp_path):
     root = make_outputs(tmp_path, profile="quick")
     for extra in ("exp_ce", "c100_ce", "resnet20", "plainnet20", "step_sampler_mixup"):
         (root / "metrics" / f"{extra}.json").unlink()
+    for details in (root / "metrics").glob("*/details.json"):  # quick: Fashion-MNIST stand-ins
+        d = json.loads(details.read_text())
+        d["run"]["dataset"] = "fashion_mnist"
+        details.write_text(json.dumps(d))
     shutil.rmtree(root / "logs")
     text = build(root).read_text()
     assert "references below are for CIFAR and are **not comparable**" in text
@@ -558,11 +564,11 @@ def test_stage_without_metrics_says_to_run_dvc_repro(tmp_path, monkeypatch):
 
 def test_metrics_of_an_older_evaluate_stage_are_refused_in_one_line(tmp_path):
     root = make_outputs(tmp_path)
-    path = root / "metrics" / "exp_ce.json"
+    path = root / "metrics" / "exp_ce" / "details.json"
     old = json.loads(path.read_text())
     del old["run"]["group"]
     path.write_text(json.dumps(old))
-    with pytest.raises(PipelineError, match=r"exp_ce.json lacks group: .*older evaluate") as e:
+    with pytest.raises(PipelineError, match=r"details.json lacks group: .*older evaluate") as e:
         report.load_runs(root / "metrics")
     assert "\n" not in str(e.value)
 
@@ -570,3 +576,74 @@ def test_metrics_of_an_older_evaluate_stage_are_refused_in_one_line(tmp_path):
 def test_stage_does_not_import_torch():
     code = "import sys, stages.report; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_a_second_stage_sits_beside_only_the_numbers_that_name_it():
+    """cRT on cross-entropy is no published cross-entropy number; post-hoc logit adjustment as
+    a second stage is Menon et al.'s; the JPEG copy of CIFAR-10 matches CIFAR-10's numbers."""
+    refs = report.load_references()
+    row = pd.Series({"dataset": "cifar10_jpeg", "split_shape": "exp", "imbalance": 100.0,
+                     "model": "resnet32", "loss": "cross_entropy", "sampler": "instance",
+                     "mixup": "none", "posthoc": False, "second_stage": None})  # fmt: skip
+    assert report.reference_for(row, refs) == f"0.7040 accuracy (Cao et al. 2019, {BEST})"
+    assert report.reference_for({**row, "second_stage": "crt"}, refs) == ""
+    la = report.reference_for({**row, "second_stage": "posthoc_la"}, refs)
+    assert la == f"0.7790 accuracy ({LA})"
+
+
+def test_a_run_removed_from_params_is_not_reported(tmp_path, monkeypatch):
+    """A run that params.yaml no longer defines leaves its metrics behind (no stage owns them):
+    the report stage reports only the runs with a config in configs/runs/."""
+    from stages import report as stage
+
+    root = make_outputs(tmp_path)
+    write_run(root, "removed_run", {"split": "step", "dataset": "cifar10"}, STEP_CE)
+    kept = set(report.load_runs(root / "metrics")["run"]) - {"removed_run"}
+    (root / "configs/runs").mkdir(parents=True)
+    for name in kept:
+        (root / "configs/runs" / f"{name}.json").write_text("{}")
+    monkeypatch.chdir(root)
+    stage.main()
+    rows = results_table((root / "reports" / "REPORT.md").read_text())
+    assert "removed_run" not in rows and set(rows) == kept
+
+
+def test_every_reference_says_how_its_model_was_selected(tmp_path):
+    """The reference table shows each number's selection; an entry without one is refused."""
+    text = build(make_outputs(tmp_path)).read_text()
+    refs = text.split("## Reference numbers (not produced by this pipeline)", 1)[1]
+    assert "| what | setting | metric (test) | value | model | source |" in refs
+    assert f"| 0.7700 | {BEST} |" in refs and "| 0.7790 | last epoch |" in refs
+    data = report.load_references()
+    data["references"][1]["selection"] = "best"
+    path = tmp_path / "refs.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(
+        PipelineError, match=r"references\[1\] \(Balanced-MixUp.*selection = 'best'"
+    ):
+        report.load_references(path)
+
+
+def test_a_run_on_several_draws_shows_both_spreads(tmp_path):
+    """The report recomputes the seed and draw spreads from the per-model scores."""
+    root = make_outputs(tmp_path)
+    scores = {"draw0_seed0": 0.70, "draw0_seed1": 0.72, "draw1_seed0": 0.76, "draw1_seed1": 0.80}
+    write_run(root, "exp_drawn", {"split": "exp100", "dataset": "cifar10"}, STEP_CE)
+    path = root / "metrics" / "exp_drawn" / "details.json"
+    details = json.loads(path.read_text())
+    template = next(iter(details["per_seed"].values()))
+    details["per_seed"] = {m: {**template, "accuracy": v} for m, v in scores.items()}
+    details["draws"] = {"0": ["draw0_seed0", "draw0_seed1"], "1": ["draw1_seed0", "draw1_seed1"]}
+    path.write_text(json.dumps(details))
+    row = report.load_runs(root / "metrics").loc["exp_drawn"]
+    assert row["draw_count"] == 2 and row["accuracy_n"] == 2
+    assert row["accuracy"] == pytest.approx(0.745)
+    assert row["accuracy_std"] == pytest.approx((0.02 / 2**0.5 + 0.04 / 2**0.5) / 2)
+    assert row["accuracy_draw_std"] == pytest.approx(0.07 / 2**0.5)
+    text = build(root).read_text()
+    section = text.split("## Variance over long-tailed draws", 1)[1].split("\n## ", 1)[0]
+    line = next(ln for ln in section.splitlines() if ln.startswith("| `exp_drawn`"))
+    assert "| 0.7450 | 0.0212 | 0.0495 |" in line
+    assert (
+        "## Variance over long-tailed draws" not in build(make_outputs(tmp_path / "b")).read_text()
+    )

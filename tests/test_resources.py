@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from ltcifar.device import out_of_memory_hint
-from ltcifar.engine import fingerprint
 from ltcifar.errors import PipelineError
+from ltcifar.training.checkpoints import fingerprint
 from tests.conftest import recipe
 
 

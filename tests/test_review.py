@@ -1,4 +1,5 @@
-"""`python -m ltcifar.review <rev>` on a temp git+dvc repo with two commits: the comment holds
+"""`python -m ltcifar.reporting.review <rev>` on a temp git+dvc repo with two commits: the comment
+holds
 exactly the params, metrics and run-config changes, and nothing that did not change."""
 
 import json
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ltcifar.review import config_changes, metric_name
+from ltcifar.reporting.review import config_changes, metric_name
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {
@@ -59,7 +60,6 @@ def test_review_holds_exactly_the_changes(tmp_path):
             "metrics/candidate.json": {
                 "accuracy": 0.75,
                 "macro_f1": 0.7345,
-                "per_seed": {"seed0": {"accuracy": 0.75, "macro_f1": 0.7345}},
             },
             "metrics/ce.json": ce_metrics,
             "configs/runs/candidate.json": cand_cfg,
@@ -76,7 +76,6 @@ def test_review_holds_exactly_the_changes(tmp_path):
             "metrics/candidate.json": {
                 "accuracy": 0.8,
                 "macro_f1": 0.7642,
-                "per_seed": {"seed0": {"accuracy": 0.8, "macro_f1": 0.7642}},
             },
             "configs/runs/candidate.json": {
                 "loss": "balanced_softmax",
@@ -90,7 +89,7 @@ def test_review_holds_exactly_the_changes(tmp_path):
     sh("git", "add", "-A", cwd=repo)
     sh("git", "commit", "-qm", "try balanced softmax", cwd=repo)
     # Second commit is checked out; the first is the base, as in a PR against main.
-    md = sh(sys.executable, "-m", "ltcifar.review", "HEAD~1", cwd=repo)
+    md = sh(sys.executable, "-m", "ltcifar.reporting.review", "HEAD~1", cwd=repo)
     assert md == (
         "## Changes against `HEAD~1`\n\n"
         "### Params\n\n"
@@ -112,7 +111,7 @@ def test_review_holds_exactly_the_changes(tmp_path):
     ), md
     # Against itself: nothing changed, and the comment says so.
     assert "No params, metrics or run-config changes." in sh(
-        sys.executable, "-m", "ltcifar.review", "HEAD", cwd=repo
+        sys.executable, "-m", "ltcifar.reporting.review", "HEAD", cwd=repo
     )
 
 

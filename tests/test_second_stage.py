@@ -6,10 +6,13 @@ import copy
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from ltcifar import second_stage as ss
-from ltcifar.models import build_model
-from ltcifar.second_config import SECOND
+from ltcifar.config.catalog import SECOND
+from ltcifar.evaluation.inference import choose_posthoc_tau, predict
+from ltcifar.methods.losses import log_prior
+from ltcifar.methods.models import build_model
+from ltcifar.training import second_stage as ss
 from tests.conftest import make_split
 from tests.params_edit import error_of, repo_params
 
@@ -46,23 +49,31 @@ def run(method: str, data, **over) -> tuple[torch.nn.Module, dict, dict]:
     return net, before, chosen
 
 
-@pytest.mark.parametrize("method", ["crt", "lws", "tau_norm", "maxnorm"])
-def test_only_the_classifier_changes(data, method):
-    """Every backbone tensor, BatchNorm's running statistics and counters included, stays bit
-    for bit what the first stage left; the classifier does change."""
-    over = {"tau_grid": [1.0]} if method == "tau_norm" else {}  # a tau that changes the head
-    net, before, _ = run(method, data, **over)
+@pytest.mark.parametrize("method", ["crt", "lws", "tau_norm", "maxnorm", "posthoc_la"])
+@pytest.mark.parametrize("bn_stats", ["frozen", "update"])
+def test_only_the_classifier_changes(data, method, bn_stats):
+    """Every backbone weight stays bit for bit what the first stage left, and so do BatchNorm's
+    running statistics under ``bn_stats: frozen``; under ``update`` (the reference codes' train
+    mode) a method that trains re-estimates them on its batches. The classifier does change."""
+    over = {"tau_grid": [1.0]} if method in ("tau_norm", "posthoc_la") else {}  # tau 1: a change
+    net, before, _ = run(method, data, bn_stats=bn_stats, **over)
     after = net.state_dict()
+    buffers = {k for k in before if k.endswith(("running_mean", "running_var", "_tracked"))}
     for k, v in before.items():
-        if not k.startswith("fc."):
+        if not k.startswith("fc.") and (k not in buffers or bn_stats == "frozen"):
             assert torch.equal(after[k], v), k
-    assert not torch.equal(after["fc.weight"], before["fc.weight"])
+    moved = {k for k in buffers if not torch.equal(after[k], before[k])}
+    assert moved == (buffers if bn_stats == "update" and method in ss.METHOD_LOSSES else set())
+    assert not torch.equal(after["fc.weight"], before["fc.weight"]) or method == "posthoc_la"
+    assert not torch.equal(after["fc.bias"], before["fc.bias"])
 
 
-def test_tau_norm_at_tau_0_is_the_original_classifier(data):
+def test_tau_norm_keeps_the_weights_at_tau_0_and_drops_the_bias(data):
+    """Kang et al.'s tau_norm.py scores f . w_c / ||w_c||^tau and never adds the bias."""
     net, before, chosen = run("tau_norm", data, tau_grid=[0.0])
     assert chosen == {"tau": 0.0}
     assert torch.equal(net.state_dict()["fc.weight"], before["fc.weight"])
+    assert not before["fc.bias"].eq(0).all() and net.state_dict()["fc.bias"].eq(0).all()
     w = before["fc.weight"]
     torch.testing.assert_close(ss.tau_normalised(w, 1.0).norm(dim=1), torch.ones(4))
 
@@ -76,9 +87,12 @@ def test_tau_norm_picks_the_best_tau_on_validation(data):
 
     def score(tau: float) -> float:
         w = ss.tau_normalised(before["fc.weight"], tau)
-        return ss.balanced_recall((feats @ w.T + before["fc.bias"]).argmax(1), data.y_val)
+        return ss.balanced_recall((feats @ w.T).argmax(1), data.y_val)
 
     assert score(chosen["tau"]) == max(score(t) for t in grid)
+    logits = ss.features(net, data.x_val, data, CFG) @ net.state_dict()["fc.weight"].T
+    w = ss.tau_normalised(before["fc.weight"], chosen["tau"])
+    torch.testing.assert_close(logits, feats @ w.T)  # what evaluation scores
 
 
 def test_lws_with_unit_scales_is_the_original_classifier(data):
@@ -98,7 +112,8 @@ def test_lws_folds_its_scales_into_the_head(data):
     assert chosen["lws_scale_min"] < chosen["lws_scale_max"]  # it learnt per-class scales
 
 
-def test_maxnorm_keeps_every_class_weight_under_the_limit_after_each_step(data, monkeypatch):
+def test_maxnorm_projects_every_class_weight_under_the_limit_after_each_epoch(data, monkeypatch):
+    """As the authors' pgdFunc.PGD(model): once per epoch, after its steps."""
     norms, project = [], ss.project_max_norm
 
     def measured(weight, limit):
@@ -107,8 +122,7 @@ def test_maxnorm_keeps_every_class_weight_under_the_limit_after_each_step(data, 
 
     monkeypatch.setattr(ss, "project_max_norm", measured)
     net, before, chosen = run("maxnorm", data, lr=0.5, weight_decay=0.0)
-    steps = len(data.y) // CFG["batch_size"]
-    assert len(norms) == 1 + CFG["epochs"] * steps  # once at the start, then every step
+    assert len(norms) == CFG["epochs"]
     assert all(n <= limit * (1 + 1e-6) for n, limit in norms)
     start = before["fc.weight"].norm(dim=1)
     want = start.min() + 0.1 * (start.max() - start.min())  # the authors' per-layer threshold
@@ -124,7 +138,7 @@ def test_maxnorm_keeps_every_class_weight_under_the_limit_after_each_step(data, 
         ({"run": "exp_ldam_drw", "split": "exp100"}, "has a cosine head"),
         ({"run": "exp_balanced_softmax", "split": "exp100"}, "already corrects with loss"),
         ({"run": "step_cb_sampler", "split": "step"}, "already corrects with sampler"),
-        ({"run": "exp_ce", "split": "exp100", "beta": 1.0}, "beta must be in"),
+        ({"run": "exp_ce", "split": "exp100", "beta": 1.0}, "beta = 1.0 must be within (0, 1)"),
     ],
 )
 def test_second_stages_are_refused_with_a_reason(tmp_path, entry, why):
@@ -147,3 +161,34 @@ def test_a_second_stage_cannot_take_a_runs_name(tmp_path):
         d["second_stages"]["exp_ce"] = d["second_stages"].pop("exp_ce_crt")
 
     assert "the name is a run's" in error_of(tmp_path, repo_params(), edit)
+
+
+def test_maxnorm_loss_is_the_weight_balancing_codes_cb_loss():
+    """CB_loss(loss_type='softmax'): BCE of softmax probabilities against one-hot labels, the
+    true class's effective-number weight (summing to C over classes) on every column, mean over
+    batch x classes."""
+    counts = torch.tensor([500, 100, 20, 5])
+    g = torch.Generator().manual_seed(0)
+    logits, y = torch.randn(16, 4, generator=g) * 2, torch.randint(0, 4, (16,), generator=g)
+    got = ss.cb_softmax_bce({"beta": 0.9999}, counts)(logits, F.one_hot(y, 4).float(), 0)
+    eff = (1 - 0.9999) / (1 - 0.9999 ** counts.double())
+    w = (eff / eff.sum() * 4)[y].float()
+    p = logits.softmax(1)
+    onehot = F.one_hot(y, 4).float()
+    bce = -(onehot * p.log() + (1 - onehot) * (1 - p).log())
+    torch.testing.assert_close(got, (w[:, None] * bce).mean())
+
+
+def test_posthoc_la_folds_the_chosen_adjustment_into_the_bias(data):
+    """The adjusted model predicts z - tau log pi of the original, tau the grid's best balanced
+    recall on validation images (what a run's posthoc_tau_grid chooses, without retraining)."""
+    grid = [0.0, 0.5, 1.0, 1.5, 2.0]
+    net, before, chosen = run("posthoc_la", data, tau_grid=grid)
+    original = model()
+    cfg = {**CFG, "posthoc_tau": 0.0, "precision": "fp32"}
+    raw = predict(original, data.x_val, data.mean, data.std, cfg)
+    prior = log_prior(data.counts)
+    assert chosen["tau"] == choose_posthoc_tau(raw, data.y_val, data.counts, grid)
+    adjusted = predict(net, data.x_val, data.mean, data.std, cfg)
+    torch.testing.assert_close(adjusted, raw - chosen["tau"] * prior, rtol=1e-5, atol=1e-5)
+    assert torch.equal(net.state_dict()["fc.weight"], before["fc.weight"])

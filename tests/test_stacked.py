@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from ltcifar.engine import train, train_stacked
 from ltcifar.errors import PipelineError
-from ltcifar.models import build_model
-from ltcifar.stacked import split_state, stack_models
+from ltcifar.methods.models import build_model
+from ltcifar.methods.stacked import split_state, stack_models
+from ltcifar.training.engine import train, train_stacked
 from tests.conftest import recipe, strip_speed
 
 CPU = torch.device("cpu")

@@ -6,15 +6,13 @@ split) and one queued sweep serve every test. These tests assert mechanics (what
 came back), never how well one epoch learns.
 """
 
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.dvcrepo import ENV, FASHION, ROOT, copy_project, drain_queue, ran, sh
+from tests.dvcrepo import ENV, FASHION, ROOT, drain_queue, experiments, ran, sh, team_project
 
 VENV = Path(sys.executable).parent.parent
 pytestmark = [
@@ -23,46 +21,9 @@ pytestmark = [
 ]
 
 
-def experiments(repo: Path) -> dict[str, dict]:
-    """`dvc exp show --json` as {experiment name: {"loss": ..., "macro_f1": ...}}."""
-    out = {}
-    for baseline in json.loads(sh("dvc", "exp", "show", "--json", cwd=repo)):
-        for exp in baseline.get("experiments") or []:
-            for rev in exp["revs"]:
-                data = rev.get("data") or {}
-                params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-                metrics = data.get("metrics", {}).get("metrics/candidate.json", {}).get("data", {})
-                out[rev["name"]] = {"loss": params.get("loss"), "macro_f1": metrics.get("macro_f1")}
-    return out
-
-
 @pytest.fixture(scope="module")
 def remotes(tmp_path_factory) -> dict[str, Path]:
-    """Clone A (the shrunk project, reproduced and committed) with a bare git remote and a
-    local-folder DVC remote, as a team would have on a forge and S3."""
-    base = tmp_path_factory.mktemp("team")
-    repo, git_remote, store = base / "a", base / "origin.git", base / "dvcstore"
-    copy_project(repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    quick = params["profiles"]["quick"]
-    quick["splits"] = {"step": {**quick["splits"]["step"], "n_max": 100, "n_min": 10}}
-    quick["budget"].update(epochs=1, batch_size=32)
-    params["profiles"]["full"]["splits"] = {"step": params["profiles"]["full"]["splits"]["step"]}
-    params["runs"] = {"ce": {"split": "step"}}
-    params["transfer_runs"] = {}
-    params["second_stages"] = {}
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh("git", "init", "-q", "-b", "main", cwd=repo)
-    sh("dvc", "init", "-q", cwd=repo)
-    sh("dvc", "remote", "add", "-d", "store", str(store), cwd=repo)
-    sh("git", "init", "-q", "--bare", "-b", "main", str(git_remote), cwd=base)
-    sh("git", "remote", "add", "origin", str(git_remote), cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-qm", "pipeline", cwd=repo)
-    sh("dvc", "repro", cwd=repo)
-    sh("git", "add", "-A", cwd=repo)
-    sh("git", "commit", "-qm", "baseline", cwd=repo)
-    return {"a": repo, "origin": git_remote, "store": store, "base": base}
+    return team_project(tmp_path_factory.mktemp("team"))
 
 
 @pytest.fixture(scope="module")

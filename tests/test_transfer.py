@@ -15,16 +15,16 @@ import torch
 import torchvision
 from torch import nn
 
-from ltcifar import config
-from ltcifar.download import fetch_file
-from ltcifar.engine import save_atomic, train
+from ltcifar.config import params as config
+from ltcifar.config import runs as resolution
+from ltcifar.config.runconfig import dumps, read_run_config
+from ltcifar.config.schema import ParamsError
+from ltcifar.data.download import fetch_file
 from ltcifar.errors import PipelineError
-from ltcifar.inference import predict
-from ltcifar.metrics import confusion, summarize
-from ltcifar.models import TorchvisionNet, build_model, model_options
-from ltcifar.params import ParamsError
-from ltcifar.runconfig import dumps, read_run_config
-from ltcifar.transfer import (
+from ltcifar.evaluation.inference import predict
+from ltcifar.evaluation.metrics import confusion, summarize
+from ltcifar.methods.models import TorchvisionNet, build_model, model_options
+from ltcifar.methods.transfer import (
     BACKBONE_FILE,
     apply_mode,
     init_from_backbone,
@@ -32,6 +32,8 @@ from ltcifar.transfer import (
     param_groups,
     train_mode,
 )
+from ltcifar.training.checkpoints import save_atomic
+from ltcifar.training.engine import train
 from tests.conftest import FASHION, make_split, recipe
 from tests.params_edit import load_modified, repo_params
 
@@ -61,7 +63,7 @@ def trainable(model: nn.Module) -> set[str]:
 
 def bn_affine(model: nn.Module) -> set[str]:
     """Every BatchNorm2d's weight and bias, found by walking the modules (independent of
-    ltcifar.transfer.bn_names)."""
+    ltcifar.methods.transfer.bn_names)."""
     out = set()
     for name, mod in model.named_modules():
         if isinstance(mod, nn.BatchNorm2d):
@@ -372,7 +374,7 @@ def imagenet_json(tmp_path: Path, source: str, sha: str) -> dict:
         p["profiles"]["full"]["backbone"].update(sources=[source], sha256=[sha])
 
     params = load_modified(tmp_path, repo_params(), edit)
-    return config.stage_configs(params)["backbone.json"]
+    return resolution.stage_configs(params)["backbone.json"]
 
 
 def one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -461,9 +463,9 @@ def test_pretrained_backbone_stage_to_transfer_run(tmp_path):
     """Profile quick, shrunk: the backbone stage pretrains a resnet20 on the step split (in a
     subprocess, from configs/backbone.json), and transfer_linear, resolved from params.yaml,
     trains from its file with every backbone tensor bit-identical."""
-    from ltcifar.data import split_data
-    from ltcifar.datasets import prepare
-    from ltcifar.lt_index import build_index
+    from ltcifar.data.datasets import prepare
+    from ltcifar.data.lt_index import build_index
+    from ltcifar.data.split_data import split_data
 
     def edit(p):
         quick = p["profiles"]["quick"]
@@ -474,7 +476,7 @@ def test_pretrained_backbone_stage_to_transfer_run(tmp_path):
         quick["splits"]["balanced"].update(n_max=40, val_per_class=0)
 
     params = load_modified(tmp_path, repo_params(), edit)
-    files = config.stage_configs(params)
+    files = resolution.stage_configs(params)
     bb = files["backbone.json"]
     assert (bb["model"], bb["weights"], bb["split"]) == ("resnet20", "pretrain", "step")
     assert bb["split_spec"] == params["profiles"]["quick"]["splits"]["step"]
@@ -523,7 +525,7 @@ def test_backbone_transfer_beats_scratch_fashion_mnist():
     classes. With the same small budget (2 epochs), every transfer mode clearly beats training
     from scratch: about 0.6 against 0.35 on 1 CPU thread, data seeds 0-2, so the asserted
     margin of 0.1 leaves 0.15 of slack, and 0.45 (chance is 0.1) leaves about 0.15 too."""
-    from ltcifar.datasets import DATASETS
+    from ltcifar.data.datasets import DATASETS
 
     arrays = DATASETS["fashion_mnist"].read(FASHION)
     perm = np.random.default_rng(0).permutation(len(arrays["y_train"]))
@@ -561,38 +563,38 @@ def test_backbone_transfer_beats_scratch_fashion_mnist():
 def test_transfer_runs_resolve_the_profiles_backbone():
     params = config.load(REPO / "params.yaml")
     full_bb = params["profiles"]["full"]["backbone"]
-    full = config.resolve_run(params, "transfer_linear", "full")
+    full = resolution.resolve_run(params, "transfer_linear", "full")
     assert full["model"] == full_bb["model"] == "tv_resnet18" and full["transfer"]
-    assert config.resolve_run(params, "transfer_linear", "quick")["model"] == "resnet20"
+    assert resolution.resolve_run(params, "transfer_linear", "quick")["model"] == "resnet20"
     # the backbone's fine-tuning recipe applies to transfer runs only
     assert full["epochs"] == full_bb["recipe"]["epochs"] == 10 and full["input_size"] == 112
-    step_ce = config.resolve_run(params, "step_ce", "full")
+    step_ce = resolution.resolve_run(params, "step_ce", "full")
     assert step_ce["model"] == "resnet32" and not step_ce["transfer"]
     assert step_ce["epochs"] == params["profiles"]["full"]["recipe"]["epochs"] == 50
     assert step_ce["input_size"] == 0
-    quick = config.resolve_run(params, "transfer_linear", "quick")
+    quick = resolution.resolve_run(params, "transfer_linear", "quick")
     assert quick["model"] == "resnet20" and quick["transfer"]
     assert quick["epochs"] == params["profiles"]["quick"]["budget"]["epochs"]
-    assert config.resolve_run(params, "transfer_scratch", "quick")["model"] == "resnet20"
-    assert config.backbone_config(params, "full") == {
+    assert resolution.resolve_run(params, "transfer_scratch", "quick")["model"] == "resnet20"
+    assert resolution.backbone_config(params, "full") == {
         "model": "tv_resnet18",
         "weights": "imagenet",
         "sources": full_bb["sources"],
         "sha256": full_bb["sha256"],
     }
-    quick_bb = config.backbone_config(params, "quick")
+    quick_bb = resolution.backbone_config(params, "quick")
     assert quick_bb["weights"] == "pretrain" and quick_bb["run"]["model"] == "resnet20"
     assert "finetune" not in quick_bb["run"]  # the backbone itself trains from scratch
 
 
 def test_run_config_holds_finetune_only_when_it_transfers(tmp_path):
     params = config.load(REPO / "params.yaml")
-    scratch = config.run_config(params, "transfer_scratch", "full")
+    scratch = resolution.run_config(params, "transfer_scratch", "full")
     assert "finetune" not in scratch and "lr_backbone_factor" not in scratch
     assert "transfer" not in scratch
-    full = config.run_config(params, "transfer_full", "full")
+    full = resolution.run_config(params, "transfer_full", "full")
     assert full["finetune"] == "full" and full["lr_backbone_factor"] == 0.1
-    assert config.run_config(params, "transfer_linear", "full")["finetune"] == "linear"
+    assert resolution.run_config(params, "transfer_linear", "full")["finetune"] == "linear"
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "transfer_scratch.json").write_text(dumps(scratch))
     assert read_run_config("transfer_scratch", tmp_path)["finetune"] == "scratch"  # catalog.OFF
@@ -630,4 +632,4 @@ def test_transfer_run_may_freeze(tmp_path):
         p["transfer_runs"]["transfer_scratch"]["finetune"] = "linear"
 
     params = load_modified(tmp_path, repo_params(), edit)
-    assert config.resolve_run(params, "transfer_scratch")["finetune"] == "linear"
+    assert resolution.resolve_run(params, "transfer_scratch")["finetune"] == "linear"
