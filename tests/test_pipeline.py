@@ -104,13 +104,6 @@ def test_candidate_experiment_reruns_only_the_candidate(repo):
     assert "metrics/candidate.json" in table and "macro_f1" in table
 
 
-def test_candidate_can_try_ldam(repo):
-    out = sh("dvc", "exp", "run", "-S", "loss=ldam", cwd=repo)
-    assert ran(out) == {"configs", "train@candidate", "evaluate@candidate", "report"}, out
-    cfg = json.loads((repo / "configs/runs/candidate.json").read_text())
-    assert cfg["loss"] == "ldam" and cfg["head"] == "cosine"  # head: auto picks LDAM's
-
-
 def test_method_setting_reruns_only_its_runs(repo):
     out = sh("dvc", "exp", "run", "-S", "recipe.focal_gamma=2.0", cwd=repo)
     assert ran(out) == {"configs", "train_runs@focal", "evaluate_runs@focal", "report"}, out
