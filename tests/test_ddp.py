@@ -224,8 +224,18 @@ def max_diff(a: dict, b: dict) -> float:
     return max((a[k].float() - b[k].float()).abs().max().item() for k in b)
 
 
+@pytest.fixture
+def one_thread():
+    """The one-process reference on one thread, as each rank runs; torch's count restored after,
+    so the tests that follow keep theirs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.slow
-def test_two_gloo_ranks_train_what_one_process_trains(tmp_path: Path):
+def test_two_gloo_ranks_train_what_one_process_trains(tmp_path: Path, one_thread):
     """Observed (AMD EPYC, 1 thread a process), after 8 steps, 2 ranks against 1 process:
     largest weight difference 1.3e-5, train loss 2.4e-7 apart, train accuracy equal. A bug
     moves them far more: one process at twice the lr (gradients summed over the 2 ranks, not
@@ -234,7 +244,6 @@ def test_two_gloo_ranks_train_what_one_process_trains(tmp_path: Path):
     t0 = time.perf_counter()
     two = two_ranks(out)
     two_s = time.perf_counter() - t0
-    torch.set_num_threads(1)
     data, bb = tiny_data(), backbone()
     t0 = time.perf_counter()
     one = train(recipe(**CFG), data, 0, torch.device("cpu"), backbone=bb)
@@ -437,7 +446,9 @@ HEAD_ONLY = {"finetune": "linear", "lr": 0.01}
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", REWEIGHTED)
-def test_two_gloo_ranks_train_reweighted_losses_as_one_process(tmp_path: Path, name: str):
+def test_two_gloo_ranks_train_reweighted_losses_as_one_process(
+    tmp_path: Path, name: str, one_thread
+):
     """The engine end to end on long-tailed data (``lt_data``): 2 gloo ranks against 1 process,
     8 steps at global batch 32, the head trained on frozen features (``HEAD_ONLY``), LDAM-DRW
     re-weighting from epoch 1. Observed (AMD EPYC, 1 thread a process): largest weight
@@ -446,7 +457,6 @@ def test_two_gloo_ranks_train_reweighted_losses_as_one_process(tmp_path: Path, n
     0.011 (ldam_drw), train loss 2.62 against 3.04 and 13.13 against 13.53."""
     over = {**REWEIGHTED[name], **HEAD_ONLY}
     two = two_ranks(tmp_path / "rank0.pt", over, "lt")
-    torch.set_num_threads(1)
     one = train(
         recipe(**{**CFG, **over}), lt_data(), 0, torch.device("cpu"), backbone=lt_backbone()
     )
