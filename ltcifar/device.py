@@ -1,7 +1,12 @@
-"""Which device a stage runs on, how it is named in the metrics, and its autocast policy."""
+"""Which device a stage runs on, how it is named in the metrics, and every choice that differs
+between the CPU and CUDA (autocast, compile, SGD kernel, determinism flags, DDP backend,
+SyncBatchNorm), each a named function of the device type and the settings it needs, so that
+every setting is read whichever device runs: a setting read only on CUDA's branch would fail
+on a GPU alone. Their CUDA choices are tested on the CPU by naming the device type."""
 
+import os
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -25,18 +30,53 @@ def device_name(device: torch.device) -> str:
     return f"cpu: {models[0] if models else 'unknown'} ({torch.get_num_threads()} threads)"
 
 
-def compiled(model: torch.nn.Module, device: torch.device, cfg: dict) -> torch.nn.Module:
-    """``compile: auto`` compiles on CUDA, where a small net's step is launch-bound (fusing cuts
-    launches), not on the compute-bound CPU (inductor needs a C compiler). Costs tens of seconds."""
-    on = cfg["compile"] == "always" or (cfg["compile"] == "auto" and device.type == "cuda")
-    return torch.compile(model) if on else model
+def compiled(model: torch.nn.Module, mode: str) -> torch.nn.Module:
+    """``compile: always`` wraps the model in torch.compile (tens of seconds to compile);
+    ``never``, the default, runs it eager: default-mode compiling made these small nets' steps
+    slower on an H200 (docs/speed.md)."""
+    return torch.compile(model) if mode == "always" else model
 
 
-def autocast_for(device: torch.device, cfg: dict):
-    """bf16 autocast on CUDA unless ``precision: fp32``; the CPU always runs fp32."""
-    if device.type == "cuda" and cfg["precision"] == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
+def autocast_dtype(device_type: str, precision: str) -> torch.dtype | None:
+    """The autocast dtype of a ``precision`` on a kind of device, None for fp32. ``auto`` is
+    bf16 on CUDA, whose tensor cores run it at full speed, and fp32 on the CPU, where most cores
+    emulate bf16; ``bf16`` is bf16 on every device."""
+    if precision == "bf16" or (precision == "auto" and device_type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def autocast_for(device: torch.device, precision: str) -> AbstractContextManager:
+    """The autocast context of a forward pass (``autocast_dtype``), or none."""
+    dtype = autocast_dtype(device.type, precision)
+    return nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def sgd_kernel(device_type: str) -> dict[str, bool]:
+    """SGD's fused kernel on CUDA (one launch per step), the foreach one on the CPU."""
+    return {"fused": True} if device_type == "cuda" else {"foreach": True}
+
+
+def set_determinism(device_type: str, deterministic: bool) -> None:
+    """``deterministic``: cuBLAS's workspace setting (read when CUDA first calls cuBLAS; without
+    it a deterministic CUDA run raises), and on CUDA cuDNN's autotuner off and deterministic
+    kernels only; the CPU's kernels are deterministic already, so it changes nothing there."""
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if device_type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.use_deterministic_algorithms(deterministic)
+
+
+def process_group_backend(device_type: str) -> str:
+    """The collective backend of DDP: NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if device_type == "cuda" else "gloo"
+
+
+def syncs_batchnorm(device_type: str, world_size: int) -> bool:
+    """Whether BatchNorm normalises over the global batch: with several ranks on CUDA only
+    (SyncBatchNorm does not run on CPU tensors)."""
+    return world_size > 1 and device_type == "cuda"
 
 
 @contextmanager

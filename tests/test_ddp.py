@@ -20,6 +20,7 @@ from scipy import stats
 from torch import nn
 from torch.multiprocessing.spawn import ProcessException
 
+from ltcifar.device import syncs_batchnorm
 from ltcifar.errors import PipelineError
 from ltcifar.evaluation.inference import load_trained
 from ltcifar.methods.losses import LOSSES, build_loss, class_weights
@@ -304,9 +305,9 @@ def test_only_cuda_ranks_synchronise_batchnorm():
     SyncBatchNorm in place of every BatchNorm, sharing its parameters (the optimiser's); ranks
     on the CPU (gloo) and one process keep BatchNorm2d."""
     cuda, cpu, two = torch.device("cuda"), torch.device("cpu"), ddp.World(0, 2)
-    assert ddp.syncs_batchnorm(cuda, two)
-    assert not ddp.syncs_batchnorm(cpu, two)
-    assert not ddp.syncs_batchnorm(cuda, ddp.World())
+    assert syncs_batchnorm("cuda", 2)
+    assert not syncs_batchnorm("cpu", 2)
+    assert not syncs_batchnorm("cuda", 1)
     model = build_model("resnet20", 4, 3)
     params, n = list(model.parameters()), len(bn_kinds(model))
     assert ddp.sync_batchnorm(model, cpu, two) is model

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from ltcifar.data.datasets import DATASETS
 from ltcifar.data.split_data import SplitData
@@ -283,10 +284,11 @@ def test_deterministic_sets_the_cublas_workspace_before_any_cuda_work(tiny, monk
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
 
 
-# The CUDA-only paths (bf16 autocast, fused SGD, torch.compile), run on the CPU.
+# The paths CUDA takes by default (bf16 autocast, fused SGD, torch.compile), run on the CPU.
 
 
 def test_bf16_autocast_step_feeds_the_loss_fp32_logits(tiny, monkeypatch):
+    """``precision: bf16`` runs bf16 autocast on the CPU too: the same path as on CUDA."""
     dtypes = []
 
     def recording(cfg, counts):
@@ -299,12 +301,10 @@ def test_bf16_autocast_step_feeds_the_loss_fp32_logits(tiny, monkeypatch):
         return loss
 
     monkeypatch.setattr(engine, "build_loss", recording)
-    monkeypatch.setattr(engine, "autocast_for", lambda d, c: torch.autocast("cpu", torch.bfloat16))
-    bf16 = train(recipe(epochs=1), tiny, 0, torch.device("cpu"))
+    bf16 = train(recipe(epochs=1, precision="bf16"), tiny, 0, torch.device("cpu"))
     assert dtypes == [torch.float32] * (len(tiny.y) // 32)
     assert math.isfinite(bf16.history[0]["train/loss"])
-    monkeypatch.setattr(engine, "autocast_for", lambda d, c: torch.autocast("cpu", enabled=False))
-    fp32 = train(recipe(epochs=1), tiny, 0, torch.device("cpu"))
+    fp32 = train(recipe(epochs=1, precision="auto"), tiny, 0, torch.device("cpu"))
     assert bf16.history[0]["train/loss"] != fp32.history[0]["train/loss"]  # bf16 really ran
     assert bf16.history[0]["train/loss"] == pytest.approx(fp32.history[0]["train/loss"], rel=0.05)
 
@@ -328,7 +328,7 @@ def assert_same_step(a: engine.TrainResult, b: engine.TrainResult, atol: float) 
 
 def test_fused_sgd_equals_foreach(tiny, monkeypatch):
     foreach = train(one_step(tiny), tiny, 0, torch.device("cpu"))
-    monkeypatch.setattr(optim, "sgd_kernel", lambda device: {"fused": True})
+    monkeypatch.setattr(optim, "sgd_kernel", lambda device_type: {"fused": True})
     fused = train(one_step(tiny), tiny, 0, torch.device("cpu"))
     assert_same_step(fused, foreach, atol=1e-5)
 
@@ -346,3 +346,47 @@ def test_compiled_model_trains_like_eager(tiny):
     eager = train(one_step(tiny), tiny, 0, torch.device("cpu"))
     compiled = train({**one_step(tiny), "compile": "always"}, tiny, 0, torch.device("cpu"))
     assert_same_step(compiled, eager, atol=1e-3)
+
+
+# Early stopping (``patience``) and the checkpoint of the lowest validation loss.
+
+
+def test_early_stopping_keeps_the_lowest_validation_loss(tiny):
+    """The seed study's rule, on validation images: stop ``patience`` epochs after the lowest
+    loss the run's own criterion gives on them, and keep that epoch's model."""
+    cfg = recipe(epochs=30, checkpoint="best_val_loss", patience=2, loss="balanced_softmax")
+    result = train(cfg, tiny, 0, torch.device("cpu"))
+    watched = [row["val/training_loss"] for row in result.history]
+    best = watched.index(min(watched))  # the first of equal minima, as a strict < keeps
+    assert result.selected_epoch == best
+    assert len(result.history) == best + 1 + 2 < 30  # stopped after two epochs without a gain
+    assert all(w > watched[best] for w in watched[best + 1 :])
+
+
+def test_validation_watches_the_runs_own_loss(tiny):
+    """``val/training_loss`` is the training criterion (here Balanced Softmax: CE on logits plus
+    the log prior) on the validation logits; ``val/loss`` stays plain cross-entropy."""
+    cfg = recipe()
+    model = build_model("resnet20", tiny.num_classes, tiny.in_channels)
+    loss_fn = build_loss({**cfg, "loss": "balanced_softmax"}, tiny.counts)
+    row = engine.validate(model, tiny, cfg, lambda z, y: loss_fn(z, F.one_hot(y, 4).float(), 0))
+    logits = predict(model, tiny.x_val, tiny.mean, tiny.std, cfg)
+    prior = tiny.counts.float() / tiny.counts.sum()
+    expected = F.cross_entropy(logits + prior.log(), tiny.y_val).item()
+    assert row["val/training_loss"] == pytest.approx(expected, rel=1e-5)
+    plain = F.cross_entropy(logits, tiny.y_val).item()
+    assert row["val/loss"] == pytest.approx(plain, rel=1e-5)
+    assert "val/training_loss" not in engine.validate(model, tiny, cfg)
+
+
+def test_a_stopped_run_resumes_stopped(tiny, tmp_path):
+    """The checkpoint written when a run stops early holds it stopped: a rerun from it (a
+    stage killed before writing its model) trains no further epoch and keeps the same model."""
+    cfg = recipe(epochs=30, checkpoint="best_val_loss", patience=1)
+    ckpt = tmp_path / "ckpt.pt"
+    first = train(cfg, tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    assert torch.load(ckpt, weights_only=True)["epoch"] == len(first.history) < 30
+    again = train(cfg, tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
+    assert strip_speed(again.history) == strip_speed(first.history)
+    assert again.selected_epoch == first.selected_epoch
+    assert all(torch.equal(again.state_dict[k], v) for k, v in first.state_dict.items())

@@ -266,6 +266,22 @@ REFUSED = [
         _run(processes=3),
         STEP_CE + "batch_size = 64 (the global batch) must be a multiple of processes = 3",
     ),
+    (
+        _run(patience=5),
+        STEP_CE + "cross_entropy + instance sampler + none is refused: patience: 5 stops when",
+    ),
+    (
+        _run(patience=5, checkpoint="best_val_loss", processes=2),
+        STEP_CE + "cross_entropy + instance sampler + none is refused: early stopping",
+    ),
+    (
+        _both(_run(checkpoint="best_val_loss", split="exp100"), _split("exp100", val_per_class=0)),
+        STEP_CE + "checkpoint: best_val_loss selects on validation images, but ",
+    ),
+    (
+        _run(stack_seeds=True, seeds=[0, 1], patience=3, checkpoint="best_val"),
+        "runs.step_ce (profile full): stack_seeds cannot be used: early stopping stops each seed",
+    ),
 ]
 
 

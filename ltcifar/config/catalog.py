@@ -164,10 +164,14 @@ RECIPE: dict[str, Setting] = {
     "randaugment_ops": Setting(int, 2, ranges=(POSITIVE,)),
     "randaugment_magnitude": Setting(int, 9, ranges=(BIN_OF_31,)),
     "pad_mode": Setting(("reflect", "zeros"), "zeros"),
-    "checkpoint": Setting(("best_val", "last"), "last"),
+    # best_val: the epoch of the best validation macro-F1; best_val_loss: of the lowest
+    # validation loss, the run's own training loss on validation images (the seed study's rule)
+    "checkpoint": Setting(("best_val", "best_val_loss", "last"), "last"),
     "checkpoint_every": Setting(int, 10, ranges=(POSITIVE,)),
-    "precision": Setting(("bf16", "fp32"), "bf16"),
-    "compile": Setting(("auto", "always", "never"), "auto"),
+    # auto: bf16 autocast on CUDA, fp32 on the CPU (whose bf16 is emulated on most cores, slow)
+    "precision": Setting(("auto", "bf16", "fp32"), "auto"),
+    # torch.compile's default mode made these small nets' steps slower on an H200 (docs/speed.md)
+    "compile": Setting(("never", "always"), "never"),
     "channels_last": Setting(bool, True),
     "deterministic": Setting(bool, False),
     "eval_batch_size": Setting(int, 1024, ranges=(POSITIVE,)),
@@ -188,6 +192,9 @@ RECIPE: dict[str, Setting] = {
     "cutout": Setting(int, 0, ranges=(NON_NEGATIVE,), off=0),
     # BalPoE (loss balpoe): a CIFAR net with this many experts, one logit-adjustment tau each
     "experts": Setting(int, 1, ranges=(POSITIVE,), off=1),
+    # early stopping: stop after this many epochs without a better validation score (the one
+    # ``checkpoint`` selects on) and keep the best epoch's model; 0: train every epoch
+    "patience": Setting(int, 0, ranges=(NON_NEGATIVE,), off=0),
 }
 
 # Settings that correct the class prior when on (not at their ``off`` value), as methods do.

@@ -265,7 +265,10 @@ def _check_resolved(params: dict, name: str, pname: str, where: str) -> None:
     split = params["profiles"][pname]["splits"][cfg["split"]]
     needs_val = [
         (cfg["posthoc_tau_grid"], "posthoc_tau_grid chooses tau on validation images"),
-        (cfg["checkpoint"] == "best_val", "checkpoint: best_val selects on validation images"),
+        (
+            cfg["checkpoint"] != "last",
+            f"checkpoint: {cfg['checkpoint']} selects on validation images",
+        ),
     ]
     for on, why in needs_val:
         if on and split["val_per_class"] == 0:

@@ -64,6 +64,18 @@ def refusal(cfg: dict) -> str | None:
             f"finetune: {cfg['finetune']} fine-tunes the profile's pretrained backbone; "
             "only transfer_runs have one (use finetune: scratch)"
         )
+    if cfg["patience"] > 0 and cfg["checkpoint"] == "last":
+        return (
+            f"patience: {cfg['patience']} stops when the validation score the checkpoint "
+            "selects on stops improving; set checkpoint: best_val or best_val_loss"
+        )
+    if cfg["patience"] > 0 and cfg["processes"] > 1:
+        return "early stopping (patience) validates on rank 0 alone; train it in one process"
+    if cfg["checkpoint"] == "best_val_loss" and cfg["experts"] > 1:
+        return (
+            "best_val_loss watches the run's own loss on validation images, and balpoe's is "
+            "on each expert's logits, which validation averages; use checkpoint: best_val"
+        )
     if cfg["label_smoothing"] > 0 and loss != "cross_entropy":
         return f"label_smoothing only applies to cross_entropy, not {loss}"
     return None

@@ -128,6 +128,7 @@ def settings_read(cfg: dict) -> list[str]:
         (cfg["augment_policy"] == "randaugment", ("randaugment_ops", "randaugment_magnitude")),
         (cfg["cutout"] > 0, ("cutout",)),
         (cfg["experts"] > 1, ("experts",)),
+        (cfg["patience"] > 0, ("patience",)),
     ]
     keys = [
         *BASE,

@@ -17,6 +17,8 @@ def stacking_refusal(cfg: dict) -> str | None:
         return f"finetune {cfg['finetune']!r} starts from a backbone; stacking trains from scratch"
     if cfg["grad_clip"] > 0:
         return "grad_clip clips one norm over all parameters; stacked, the seeds would share it"
+    if cfg["patience"] > 0:
+        return "early stopping stops each seed at its own epoch; stacked, they train together"
     if cfg["processes"] > 1:
         return f"processes: {cfg['processes']} trains over ranks; stacking trains in one process"
     return None

@@ -29,7 +29,7 @@ def predict(
     argmax is the balanced-error prediction."""
     model.eval()
     bs = cfg["eval_batch_size"]
-    with torch.inference_mode(), autocast_for(x.device, cfg):
+    with torch.inference_mode(), autocast_for(x.device, cfg["precision"]):
         parts = [x[i : i + bs] for i in range(0, len(x), bs)]
         logits = torch.cat(
             [model(to_input(p, mean, std, cfg["channels_last"])).float() for p in parts]

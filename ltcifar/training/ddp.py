@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ltcifar.device import process_group_backend, syncs_batchnorm
 from ltcifar.errors import PipelineError
 
 
@@ -61,7 +62,7 @@ def join(device: torch.device) -> tuple[World, torch.device]:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    dist.init_process_group(process_group_backend(device.type))
     return current(), device
 
 
@@ -93,16 +94,10 @@ def rank_generator(gen: torch.Generator, seed: int, world: World) -> torch.Gener
     return torch.Generator(gen.device).manual_seed(1_000_003 * (seed + 1) + world.rank)
 
 
-def syncs_batchnorm(device: torch.device, world: World) -> bool:
-    """Whether BatchNorm normalises over the global batch: with N > 1 ranks on CUDA only
-    (SyncBatchNorm does not run on CPU tensors)."""
-    return world.size > 1 and device.type == "cuda"
-
-
 def sync_batchnorm(model: nn.Module, device: torch.device, world: World) -> nn.Module:
     """``model`` with every BatchNorm replaced, in place, by a SyncBatchNorm sharing its
     parameters and buffers where ``syncs_batchnorm``; else untouched."""
-    if not syncs_batchnorm(device, world):
+    if not syncs_batchnorm(device.type, world.size):
         return model
     if isinstance(model, nn.modules.batchnorm._BatchNorm):  # only a root BatchNorm is replaced
         raise ValueError("sync_batchnorm converts the BatchNorms inside a model, not one itself")

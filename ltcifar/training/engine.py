@@ -14,7 +14,6 @@ non-finite loss are counted on the device, so that read names the exact step.
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -30,7 +29,7 @@ from tqdm import tqdm
 from ltcifar.config.stacking import stacking_refusal
 from ltcifar.data.augment import batch_of
 from ltcifar.data.split_data import SplitData
-from ltcifar.device import autocast_for, compiled
+from ltcifar.device import autocast_for, compiled, set_determinism
 from ltcifar.errors import PipelineError
 from ltcifar.evaluation.inference import choose_posthoc_tau, predict
 from ltcifar.evaluation.metrics import confusion, summarize
@@ -144,23 +143,28 @@ def _train(
 ) -> list[TrainResult]:
     """The one training loop, for one seed or for S seeds stacked into one model."""
     _refuse(cfg, data)
-    _set_determinism(cfg, device)
+    set_determinism(device.type, cfg["deterministic"])
     run = build(cfg, data, seeds, device, backbone)
     start = resume(run, ckpt_paths) if ckpt_paths is not None else 0
     logs = logs if run.world.main else None
     _replay(logs, run.histories)
     with _progress(run, start) as bar:
         for epoch in range(start, cfg["epochs"]):
+            if stopped_early(run):  # a resumed run that had stopped
+                break
             loss, conf, img_per_s = train_one_epoch(run, epoch, bar)
             end_of_epoch(run, epoch, loss, conf, img_per_s, logs)
             row = run.histories[0][-1]
             shown = {"loss": row["train/loss"], "val_f1": row.get("val/macro_f1", math.nan)}
             bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items() if not math.isnan(v)})
             done = epoch + 1
+            stop = stopped_early(run)
             if ckpt_paths is not None and (
-                done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"]
+                done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"] or stop
             ):
                 save_checkpoints(run, done, ckpt_paths)
+            if stop:
+                break
     return select(run)
 
 
@@ -171,19 +175,11 @@ def _refuse(cfg: dict, data: SplitData) -> None:
             f"run {cfg['name']!r}: posthoc_tau_grid chooses tau on a validation set, but split "
             f"{cfg['split']!r} has none; set val_per_class on the split"
         )
-    if cfg["checkpoint"] == "best_val" and len(data.y_val) == 0:
+    if cfg["checkpoint"] != "last" and len(data.y_val) == 0:
         raise PipelineError(
-            f"run {cfg['name']!r}: checkpoint: best_val needs a validation set, "
+            f"run {cfg['name']!r}: checkpoint: {cfg['checkpoint']} needs a validation set, "
             f"but split {cfg['split']!r} has none; set checkpoint: last or val_per_class"
         )
-
-
-def _set_determinism(cfg: dict, device: torch.device) -> None:
-    if cfg["deterministic"]:  # cuBLAS reads it when CUDA first calls it; unset, CUDA raises
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not cfg["deterministic"]
-        torch.use_deterministic_algorithms(cfg["deterministic"])
 
 
 def build(
@@ -211,7 +207,7 @@ def build(
             m.to(memory_format=torch.channels_last)
     # under DDP on CUDA, wrap turns the model's BatchNorms into SyncBatchNorm, in place (the
     # parameters stay the optimiser's, models[0] stays the model); on the CPU they stay per rank
-    fwd = compiled(ddp.wrap(model, device, world), device, cfg)
+    fwd = compiled(ddp.wrap(model, device, world), cfg["compile"])
     opt = make_optimizer(model, cfg, device)
     return Run(
         cfg=cfg,
@@ -233,7 +229,7 @@ def build(
         owns=owns,
         rngs=rngs,
         histories=[[] for _ in seeds],
-        best=[{"score": -1.0, "epoch": -1, "state": None} for _ in seeds],
+        best=[{"score": -math.inf, "epoch": -1, "state": None} for _ in seeds],
         last_ok=torch.full((len(seeds),), math.nan, device=device),
     )
 
@@ -340,7 +336,7 @@ def train_one_epoch(
         x = torch.cat(xs, 1)
         if cfg["channels_last"]:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(run.device, cfg):
+        with autocast_for(run.device, cfg["precision"]):
             logits = run.fwd(x).view(len(x), S, -1, C)  # (B, S, experts, C); 1 expert but BalPoE
         heads = [logits[:, s, 0] if logits.shape[2] == 1 else logits[:, s] for s in range(S)]
         losses = torch.stack([run.loss_fn(heads[s], ts[s], epoch) for s in range(S)])
@@ -380,13 +376,40 @@ def _non_finite(cfg: dict, seed: int, epoch: int, good: int, steps: int, last: f
     )
 
 
-def validate(model: nn.Module, data: SplitData, cfg: dict) -> dict[str, float]:
+def validate(
+    model: nn.Module, data: SplitData, cfg: dict, training_loss: Callable | None = None
+) -> dict[str, float]:
+    """Scores on the validation images: cross-entropy, the summary metrics and, given the run's
+    ``training_loss`` (logits, labels), that loss too: what ``checkpoint: best_val_loss`` and
+    early stopping watch, as the seed study watched its criterion on held-out images."""
     if len(data.y_val) == 0:
         return {}
     logits = predict(model, data.x_val, data.mean, data.std, cfg, data.counts)
     conf = confusion(data.y_val, logits.argmax(1), data.num_classes).cpu().numpy()
     loss = F.cross_entropy(logits, data.y_val).item()
-    return {"val/loss": loss, **{f"val/{k}": v for k, v in summarize(conf).items()}}
+    row = {"val/loss": loss, **{f"val/{k}": v for k, v in summarize(conf).items()}}
+    if training_loss is not None:
+        row["val/training_loss"] = training_loss(logits, data.y_val).item()
+    return row
+
+
+def validation_score(row: dict[str, float], checkpoint: str) -> float:
+    """What ``checkpoint`` maximises over epochs: validation macro-F1 (``best_val``), or minus
+    the run's training loss on validation images (``best_val_loss``); -inf on ranks that do
+    not validate."""
+    if checkpoint == "best_val_loss":
+        return -row.get("val/training_loss", math.inf)
+    return row.get("val/macro_f1", -math.inf)
+
+
+def stopped_early(run: Run) -> bool:
+    """Early stopping: ``patience`` epochs have passed without a better validation score (the
+    one ``checkpoint`` selects on) for every seed; 0 never stops."""
+    patience = run.cfg["patience"]
+    return patience > 0 and all(
+        len(history) - 1 - best["epoch"] >= patience
+        for history, best in zip(run.histories, run.best, strict=True)
+    )
 
 
 def end_of_epoch(
@@ -398,22 +421,28 @@ def end_of_epoch(
     logs: list[LogFn] | None,
 ) -> None:
     """Each seed's history row (training scores, validation on rank 0), its log line, and its
-    best epoch so far under ``checkpoint: best_val``."""
+    best epoch so far under ``checkpoint: best_val`` or ``best_val_loss``."""
+    checkpoint = run.cfg["checkpoint"]
+
+    def training_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return run.loss_fn(logits, F.one_hot(y, logits.shape[1]).float(), epoch)
+
+    watched = training_loss if checkpoint == "best_val_loss" else None
     for s, state in enumerate(run.states()):
         if len(run.seeds) > 1:
             run.models[s].load_state_dict(state)
         row = {
             "train/loss": loss[s],
             **{f"train/{k}": v for k, v in summarize(conf[s].cpu().numpy()).items()},
-            **(validate(run.models[s], run.data, run.cfg) if run.world.main else {}),
+            **(validate(run.models[s], run.data, run.cfg, watched) if run.world.main else {}),
             "lr": run.opt.param_groups[-1]["lr"],
             "img_per_s": img_per_s,
         }
         run.histories[s].append(row)
         if logs is not None:
             logs[s](epoch, row)
-        score = row.get("val/macro_f1", -1.0)  # ranks but 0 do not validate
-        if run.cfg["checkpoint"] == "best_val" and score > run.best[s]["score"]:
+        score = validation_score(row, checkpoint)
+        if checkpoint != "last" and score > run.best[s]["score"]:
             run.best[s] = {"score": score, "epoch": epoch, "state": copy.deepcopy(state)}
 
 
@@ -447,8 +476,8 @@ def select(run: Run) -> list[TrainResult]:
     tau it is scored with, chosen on validation images, never the test set."""
     cfg, results = run.cfg, []
     for s, state in enumerate(run.states()):
-        selected = cfg["epochs"] - 1
-        if cfg["checkpoint"] == "best_val":
+        selected = len(run.histories[s]) - 1
+        if cfg["checkpoint"] != "last":
             state, selected = run.best[s]["state"], run.best[s]["epoch"]
         tau = cfg["posthoc_tau"]
         if cfg["posthoc_tau_grid"] and run.world.main:

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import torch
 
+from ltcifar.device import sgd_kernel
 from ltcifar.methods.transfer import param_groups
 
 
@@ -38,11 +39,6 @@ def scaled_lr(cfg: dict) -> float:
     return cfg["lr"] * (ratio if cfg["lr_scaling"] == "linear" else ratio**0.5)
 
 
-def sgd_kernel(device: torch.device) -> dict[str, bool]:
-    """SGD's fused kernel on CUDA (one launch per step), the foreach one on the CPU."""
-    return {"fused": True} if device.type == "cuda" else {"foreach": True}
-
-
 def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device) -> torch.optim.SGD:
     """The run's SGD over its trainable parameters (``transfer.param_groups``) at ``scaled_lr``."""
     cfg = {**cfg, "lr": scaled_lr(cfg)}
@@ -52,5 +48,5 @@ def make_optimizer(model: torch.nn.Module, cfg: dict, device: torch.device) -> t
         momentum=cfg["momentum"],
         nesterov=cfg["nesterov"],
         weight_decay=cfg["weight_decay"],
-        **sgd_kernel(device),
+        **sgd_kernel(device.type),
     )

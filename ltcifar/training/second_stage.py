@@ -20,12 +20,13 @@ from torch import nn
 from ltcifar.config import catalog
 from ltcifar.data.augment import batch_of
 from ltcifar.data.split_data import SplitData
+from ltcifar.device import sgd_kernel
 from ltcifar.errors import PipelineError
 from ltcifar.evaluation.inference import balanced_recall, choose_posthoc_tau, predict
 from ltcifar.methods.losses import build_loss, class_weights, log_prior
 from ltcifar.methods.models import CifarNet
 from ltcifar.methods.samplers import SAMPLERS
-from ltcifar.training.optim import lr_factor, sgd_kernel
+from ltcifar.training.optim import lr_factor
 
 SECOND_STAGES = catalog.Registry("second stage", catalog.SECOND_STAGES)
 Logits = Callable[[torch.Tensor], torch.Tensor]
@@ -52,10 +53,16 @@ def headless(model: nn.Module) -> Iterator[nn.Module]:
         owner.fc = head
 
 
+def fp32_outputs(model: nn.Module, x: torch.Tensor, data: SplitData, cfg: dict) -> torch.Tensor:
+    """The model's fp32 outputs of uint8 images (no augmentation, no post-hoc adjustment): a
+    second stage fits or tunes on them, so they are computed in full precision on any device."""
+    return predict(model, x, data.mean, data.std, {**cfg, "precision": "fp32"})
+
+
 def features(model: nn.Module, x: torch.Tensor, data: SplitData, cfg: dict) -> torch.Tensor:
-    """fp32 features of uint8 images (no augmentation): what the head reads."""
+    """fp32 features of uint8 images: what the head reads."""
     with headless(model) as net:
-        return predict(net, x, data.mean, data.std, {**cfg, "precision": "fp32"})
+        return fp32_outputs(net, x, data, cfg)
 
 
 def fit(
@@ -81,7 +88,7 @@ def fit(
         lr=cfg["lr"],
         momentum=cfg["momentum"],
         weight_decay=cfg["weight_decay"],
-        **sgd_kernel(data.y.device),
+        **sgd_kernel(data.y.device.type),
     )
     schedule = {"epochs": cfg["epochs"], "warmup_epochs": 0, "schedule": "cosine"}
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(schedule, steps))
@@ -163,7 +170,7 @@ def posthoc_la(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generato
     if len(data.y_val) == 0:
         raise PipelineError("posthoc_la chooses tau on validation images; the split has none")
     head = classifier(model)
-    raw = predict(model, data.x_val, data.mean, data.std, {**cfg, "posthoc_tau": 0.0})
+    raw = fp32_outputs(model, data.x_val, data, cfg)
     best = choose_posthoc_tau(raw, data.y_val, data.counts, cfg["tau_grid"])
     with torch.no_grad():
         head.bias.sub_(best * log_prior(data.counts).to(head.bias.device))
