@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import chisquare
 
-from ltcifar.data.augment import crop_flip, to_input
+from ltcifar.data.augment import crop_flip, rotate, to_input
 
 
 def coordinate_images(n: int, h: int, w: int) -> torch.Tensor:
@@ -126,3 +126,25 @@ def test_to_input(channels_last):
     else:
         assert out.is_contiguous()
     assert x.dtype == torch.uint8 and int(x.max()) <= 255  # input untouched
+
+
+def test_rotation_is_torchvisions_rotate():
+    """Each image is what torchvision's rotate (nearest, zero fill: RandomRotation's defaults)
+    gives at the angle drawn for it, and the angles fill [-degrees, degrees]."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.functional import rotate as tv_rotate
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(1, 256, (64, 32, 32, 3), dtype=torch.uint8, generator=gen)
+    out = rotate(x, 15.0, torch.Generator().manual_seed(1))
+    angles = (torch.rand(64, generator=torch.Generator().manual_seed(1)) * 2 - 1) * 15.0
+    assert angles.min() < -12 and angles.max() > 12
+    for img, got, angle in zip(x, out, angles.tolist(), strict=True):
+        want = tv_rotate(img.permute(2, 0, 1), angle, InterpolationMode.NEAREST, fill=[0.0] * 3)
+        assert torch.equal(got.permute(2, 0, 1), want), angle
+    assert (out == 0).any() and not (x == 0).any()  # corners rotated in from outside: zeros
+
+
+def test_rotation_by_zero_degrees_is_identity():
+    x = torch.randint(0, 256, (4, 8, 8, 1), dtype=torch.uint8)
+    assert torch.equal(rotate(x, 0.0, torch.Generator().manual_seed(0)), x)

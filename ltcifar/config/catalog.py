@@ -195,6 +195,9 @@ RECIPE: dict[str, Setting] = {
     # early stopping: stop after this many epochs without a better validation score (the one
     # ``checkpoint`` selects on) and keep the best epoch's model; 0: train every epoch
     "patience": Setting(int, 0, ranges=(NON_NEGATIVE,), off=0),
+    # after crop and flip, a rotation by an angle uniform in [-rotation, rotation] degrees
+    # (torchvision's RandomRotation: BalPoE's CIFAR transform)
+    "rotation": Setting(float, 0.0, ranges=(NON_NEGATIVE,), off=0.0),
 }
 
 # Settings that correct the class prior when on (not at their ``off`` value), as methods do.

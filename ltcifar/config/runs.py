@@ -129,6 +129,7 @@ def settings_read(cfg: dict) -> list[str]:
         (cfg["cutout"] > 0, ("cutout",)),
         (cfg["experts"] > 1, ("experts",)),
         (cfg["patience"] > 0, ("patience",)),
+        (cfg["rotation"] > 0, ("rotation",)),
     ]
     keys = [
         *BASE,

@@ -9,6 +9,7 @@ fall outside the image read a zero (``zeros``) or the mirrored pixel (``reflect`
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 
 from ltcifar.data.autoaugment import cutout, policy
 from ltcifar.data.split_data import SplitData
@@ -42,6 +43,30 @@ def crop_flip(
     return out
 
 
+def rotate(x: torch.Tensor, degrees: float, gen: torch.Generator) -> torch.Tensor:
+    """Each image of an (N, H, W, C) uint8 batch rotated about its centre by an angle drawn
+    uniformly from [-degrees, degrees], nearest pixel, zeros outside: torchvision's
+    ``RandomRotation(degrees)`` (BalPoE's CIFAR transform, after crop and flip), batched, with
+    torchvision's own sampling grid (``_gen_affine_grid``: pixel centres, the inverse rotation
+    scaled to grid_sample's [-1, 1]), so each image is what torchvision's ``rotate`` gives."""
+    n, h, w, _ = x.shape
+    dev = x.device
+    angle = (torch.rand(n, device=dev, generator=gen) * 2 - 1) * degrees
+    rad = torch.deg2rad(angle.double())  # torchvision computes its matrix in float64
+    cos, sin = rad.cos().float(), rad.sin().float()
+    zero = torch.zeros_like(cos)
+    theta = torch.stack([cos, -sin, zero, sin, cos, zero], 1).view(n, 2, 3)
+    xs = torch.linspace(-w * 0.5 + 0.5, w * 0.5 - 0.5, w, device=dev)
+    ys = torch.linspace(-h * 0.5 + 0.5, h * 0.5 - 0.5, h, device=dev)
+    base = torch.stack([xs.expand(h, w), ys[:, None].expand(h, w), torch.ones(h, w, device=dev)])
+    scale = torch.tensor([0.5 * w, 0.5 * h], device=dev)
+    grid = base.permute(1, 2, 0).reshape(1, h * w, 3).expand(n, -1, -1)
+    grid = grid.bmm(theta.transpose(1, 2) / scale).view(n, h, w, 2)
+    img = x.permute(0, 3, 1, 2).float()
+    out = F.grid_sample(img, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return out.round_().to(torch.uint8).permute(0, 2, 3, 1)
+
+
 def to_input(
     x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, channels_last: bool
 ) -> torch.Tensor:
@@ -53,16 +78,20 @@ def to_input(
 def batch_of(
     data: SplitData, cfg: dict, gen: torch.Generator
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """Training's batch of given indices: cropped and flipped (pad 4) when the run augments, then
-    its ``augment_policy`` (AutoAugment, RandAugment), normalised, then Cutout; one-hot by
-    indexing, as ``F.one_hot``'s label check costs two host syncs a step."""
+    """Training's batch of given indices: cropped and flipped (pad 4) when the run augments,
+    rotated (``rotation``), then its ``augment_policy`` (AutoAugment, RandAugment), normalised,
+    then Cutout; one-hot by indexing, as ``F.one_hot``'s label check costs two host syncs a
+    step."""
     one_hot = torch.eye(data.num_classes, device=data.y.device)
     heavy = policy(cfg["augment_policy"], cfg)
+    degrees = cfg["rotation"]
 
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xb = data.x[idx]
         if cfg["augment"]:
             xb = crop_flip(xb, gen, 4, cfg["pad_mode"])
+        if degrees > 0:
+            xb = rotate(xb, degrees, gen)
         if heavy is not None:
             xb = heavy(xb.permute(0, 3, 1, 2), gen).permute(0, 2, 3, 1)
         x = to_input(xb, data.mean, data.std, cfg["channels_last"])
