@@ -78,3 +78,10 @@ def test_posthoc_la_runs_on_a_second_stage_config_as_cuda_would(tiny, monkeypatc
     assert "precision" not in cfg
     model = build_model("resnet20", tiny.num_classes, tiny.in_channels)
     assert set(posthoc_la(model, tiny, cfg, torch.Generator())) == {"tau"}
+
+
+def test_device_name_names_the_card_or_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: "NVIDIA H100 80GB HBM3")
+    assert device.device_name(torch.device("cuda", 0)) == "cuda: NVIDIA H100 80GB HBM3"
+    cpu = device.device_name(torch.device("cpu"))
+    assert cpu.startswith("cpu: ") and cpu.endswith(f"({torch.get_num_threads()} threads)")
