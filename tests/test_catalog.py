@@ -57,7 +57,7 @@ def all_on() -> dict:
     on = {"posthoc_tau": 0.5, "posthoc_tau_grid": [0.0, 1.0], "drw_from": 0.5, "drs_from": 0.5,
           "finetune": "linear", "stack_seeds": True, "grad_clip": 1.0, "processes": 2,
           "lr_scaling": "linear", "augment_policy": "randaugment", "cutout": 16,
-          "experts": 3}  # fmt: skip
+          "experts": 3, "patience": 2}  # fmt: skip
     assert set(on) == set(catalog.OFF)
     return {**catalog.defaults(), "name": "t", "split": "s", "head": "cosine", **on}
 
