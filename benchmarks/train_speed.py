@@ -12,7 +12,8 @@ Three loops, one process, one device, one model and batch, on random CIFAR-shape
   bare       forward + backward + optimiser step on one batch already on the device
 The last line is ``RESULT engine_vs_reference=.. engine_vs_bare=.. engine_img_s=.. device=..``.
 ``--estimate`` turns a throughput into minutes for every run of params.yaml (last line
-``ESTIMATE total_images=.. total_minutes=..``). Needs torch, torchvision, numpy, PyYAML, tqdm;
+``ESTIMATE total_images=.. total_minutes=..``; ``ltcifar.training.estimate``, which
+``ltcifar estimate`` prints too). Needs torch, torchvision, numpy, PyYAML, tqdm;
 never DVC.
 """
 
@@ -23,7 +24,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -32,25 +32,16 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ltcifar.config.catalog import OFF, defaults  # noqa: E402
-from ltcifar.config.params import load  # noqa: E402
-from ltcifar.config.runs import BACKBONE, backbone_config, profile_runs, resolve_run  # noqa: E402
+from ltcifar.config.catalog import defaults  # noqa: E402
 from ltcifar.data.augment import to_input  # noqa: E402
-from ltcifar.data.lt_index import build_index  # noqa: E402
 from ltcifar.data.split_data import SplitData  # noqa: E402
 from ltcifar.device import autocast_for, compiled, device_name, select_device  # noqa: E402
 from ltcifar.methods.losses import build_loss  # noqa: E402
 from ltcifar.methods.models import MODELS, build_model, model_options  # noqa: E402
 from ltcifar.training.engine import train  # noqa: E402
+from ltcifar.training.estimate import estimate  # noqa: E402
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-# Classes, images per class and image shape (H, W, C) of each dataset's training set.
-SHAPES = {
-    "cifar10": (10, 5000, (32, 32, 3)),
-    "cifar100": (100, 500, (32, 32, 3)),
-    "fashion_mnist": (10, 6000, (28, 28, 1)),
-    "cifar10_jpeg": (10, 5000, (32, 32, 3)),  # the JPEG copy of CIFAR-10 (studies/cifar10_lt.md)
-}
 Row = tuple[str, float, float, float]  # loop, img/s, ms/step, peak MB
 
 
@@ -249,91 +240,6 @@ def measure(args: argparse.Namespace) -> float:
     return eng
 
 
-@cache
-def macs(name: str, classes: int, shape: tuple[int, int, int], options: tuple = ()) -> int:
-    """Multiply-adds of one forward pass of one image, counted with hooks on convs and linears
-    on one CPU image. Built on the meta device (no initialisation), then given uninitialised CPU
-    storage: the heads' fp32 region (``torch.autocast(enabled=False)``) refuses the meta device,
-    and only the output shapes matter here. A cosine head is no Linear and is not counted
-    (features x classes, negligible)."""
-    with torch.device("meta"):
-        model = build_model(name, classes, shape[2], **dict(options)).eval()
-    model = model.to_empty(device="cpu")
-    total = [0]
-
-    def hook(m: torch.nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-        if isinstance(m, torch.nn.Conv2d):
-            k = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-            total[0] += out.numel() * k
-        elif isinstance(m, torch.nn.Linear):
-            total[0] += out.numel() * m.in_features
-
-    for m in model.modules():
-        if isinstance(m, torch.nn.Conv2d | torch.nn.Linear):
-            m.register_forward_hook(hook)
-    with torch.no_grad():
-        model(torch.zeros(1, shape[2], shape[0], shape[1]))
-    return total[0]
-
-
-# Training cost relative to full training at equal forward multiply-adds: backward is about
-# twice the forward; a frozen backbone skips its weight gradients (bn_fc) or all backward (linear).
-FINETUNE_COST = {"scratch": 1.0, "full": 1.0, "bn_fc": 2 / 3, "linear": 1 / 3}
-
-
-def trained_runs(params: dict, profile: str) -> list[tuple[str, dict, dict]]:
-    """(name, resolved config, split spec) of everything the profile trains: the backbone when
-    the profile pretrains it (``weights: pretrain``; ImageNet weights are only fetched), then
-    the runs it trains (all, unless it names them), transfer runs with their resolved config
-    (the backbone's model and fine-tuning recipe)."""
-    prof = params["profiles"][profile]
-    out = []
-    if prof["backbone"] is not None:
-        bb = backbone_config(params, profile)
-        if bb["weights"] == "pretrain":
-            out.append((BACKBONE, {**OFF, **bb["run"]}, bb["split_spec"]))
-    for name in profile_runs(params, profile):
-        cfg = resolve_run(params, name, profile)
-        out.append((name, cfg, prof["splits"][cfg["split"]]))
-    return out
-
-
-def estimate(args: argparse.Namespace, img_s: float) -> None:
-    """Minutes per report run: its training images over the throughput, scaled by model cost."""
-    params = load(args.params)
-    profile = args.profile or "full"
-    base = macs(args.model, 10, (32, 32, 3), tuple(model_options(bench_cfg(args)).items()))
-    print(
-        f"\nestimate for {args.params} (profile {profile}) at {img_s:.0f} img/s, measured with "
-        f"{args.model} on 32x32x3 at batch {args.batch}. Each run's rate is divided by its cost "
-        f"x = (its model's multiply-adds on its dataset's image size, counted with forward hooks) "
-        f"/ ({args.model}'s on 32x32x3), times 2/3 for finetune bn_fc and 1/3 for linear; "
-        "batch-size differences are ignored. nets: seeds x long-tailed draws. Row backbone: the "
-        "backbone stage's pretraining."
-    )
-    head = f"{'run':<22} {'split':<12} {'model':<11} {'ep':>4} {'nets':>5} {'img/ep':>7}"
-    print(f"{head} {'cost x':>6} {'img/s':>8} {'min':>8}")
-    total_img, total_min = 0, 0.0
-    for name, cfg, spec in trained_runs(params, profile):
-        C, per_class, shape = SHAPES[spec["dataset"]]
-        labels = np.repeat(np.arange(C), per_class)
-        one = {k: v for k, v in spec.items() if k != "draws"}  # every draw has the same counts
-        one.setdefault("seed", (spec.get("draws") or [0])[0])
-        n = build_index(cfg["split"], one, labels, [str(c) for c in range(C)])["total_train"]
-        options = tuple(model_options(cfg).items())
-        cost = macs(cfg["model"], C, shape, options) / base * FINETUNE_COST[cfg["finetune"]]
-        models = len(cfg["seeds"]) * len(spec.get("draws") or [None])  # seeds x long-tailed draws
-        images = cfg["epochs"] * models * n
-        minutes = images / (img_s / cost) / 60
-        total_img, total_min = total_img + images, total_min + minutes
-        print(
-            f"{name:<22} {cfg['split']:<12} {cfg['model']:<11} {cfg['epochs']:>4} "
-            f"{models:>5} {n:>7} {cost:>6.2f} {img_s / cost:>8.0f} {minutes:>8.1f}"
-        )
-    print(f"total: {total_img} training images, {total_min:.1f} min ({total_min / 60:.2f} h)")
-    print(f"ESTIMATE total_images={total_img} total_minutes={total_min:.2f}", flush=True)
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add: Callable = p.add_argument
@@ -361,7 +267,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.estimate:
-        estimate(args, args.img_s or measure(args))
+        img_s = args.img_s or measure(args)
+        note = f" at batch {args.batch}" + ("" if args.img_s else ", measured")
+        lines = estimate(args.params, args.profile or "full", img_s, args.model, note)
+        print("\n" + "\n".join(lines), flush=True)
     else:
         measure(args)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ltcifar.config.catalog import OFF
 from ltcifar.config.runconfig import read_config, skipped, write_skipped
-from ltcifar.errors import PipelineError, run_stage
+from ltcifar.errors import PipelineError, run_stage, stage_parser
 
 
 def imagenet_weights(cfg: dict) -> dict:
@@ -77,4 +77,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, stage_parser("stages.backbone", __doc__))

@@ -12,7 +12,7 @@ outside the active profile get a ``skipped`` config: their stages write placehol
 from ltcifar.config.params import load
 from ltcifar.config.runconfig import CONFIGS, dumps
 from ltcifar.config.runs import profile_runs, profile_second_stages, run_names, stage_configs
-from ltcifar.errors import run_stage
+from ltcifar.errors import run_stage, stage_parser
 from ltcifar.files import write_text_atomic
 
 
@@ -35,4 +35,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, stage_parser("stages.configs", __doc__))

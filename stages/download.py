@@ -12,7 +12,7 @@ from pathlib import Path
 from ltcifar.config.runconfig import read_config
 from ltcifar.data.download import fetch
 from ltcifar.data.image_folder import fetch_folder
-from ltcifar.errors import run_stage
+from ltcifar.errors import run_stage, stage_parser
 from ltcifar.files import remove_unused
 
 RAW = Path("data/raw")
@@ -38,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, stage_parser("stages.download", __doc__))

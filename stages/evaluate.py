@@ -11,12 +11,12 @@ A run outside the active profile gets placeholders (no score; details.json says 
 report leaves the run out) before torch is imported.
 """
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 from ltcifar.config.runconfig import SKIPPED, read_config, read_run_config, skipped, write_skipped
-from ltcifar.errors import run_stage
+from ltcifar.errors import run_stage, stage_parser
 
 # The placeholders' plot files: the headers of the real ones, no rows.
 PLOT_HEADERS = {
@@ -33,8 +33,7 @@ def write_placeholders(run: str, why: str) -> None:
     write_skipped(run, why, files=files)
 
 
-def main() -> None:
-    run = sys.argv[1] if len(sys.argv) > 1 else "candidate"
+def main(run: str = "candidate") -> None:
     cfg, settings = read_run_config(run), read_config("evaluate.json")
     if why := skipped(cfg):
         write_placeholders(run, why)
@@ -62,5 +61,11 @@ def main() -> None:
     )
 
 
+def parser() -> argparse.ArgumentParser:
+    p = stage_parser("stages.evaluate", __doc__)
+    p.add_argument("run", nargs="?", default="candidate", help="the run (default: candidate)")
+    return p
+
+
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, parser())

@@ -12,7 +12,7 @@ from pathlib import Path
 from ltcifar.config.runconfig import SKIPPED, read_config
 from ltcifar.data.datasets import load_prepared
 from ltcifar.data.lt_index import build_split, write_index
-from ltcifar.errors import run_stage
+from ltcifar.errors import run_stage, stage_parser
 from ltcifar.files import remove_unused, write_text_atomic
 
 OUT = Path("data/splits")
@@ -41,4 +41,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, stage_parser("stages.lt_index", __doc__))

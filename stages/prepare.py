@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ltcifar.data import image_folder
 from ltcifar.data.datasets import DATASETS, Arrays, prepare
-from ltcifar.errors import PipelineError, run_stage
+from ltcifar.errors import PipelineError, run_stage, stage_parser
 from ltcifar.files import remove_unused
 
 RAW = Path("data/raw")
@@ -45,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, stage_parser("stages.prepare", __doc__))

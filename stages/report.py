@@ -15,7 +15,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ltcifar.errors import run_stage
+from ltcifar.errors import run_stage, stage_parser
 from ltcifar.reporting.report import write_report
 
 OUT = Path("reports")
@@ -46,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, stage_parser("stages.report", __doc__))

@@ -8,15 +8,14 @@ retrained: only its classifier changes (see ``ltcifar.training.second_stage``). 
 outside the active profile leaves a note in models/<name>/ before torch is imported.
 """
 
-import sys
+import argparse
 from pathlib import Path
 
 from ltcifar.config.runconfig import read_config, skipped, write_skipped
-from ltcifar.errors import run_stage
+from ltcifar.errors import run_stage, stage_parser
 
 
-def main() -> None:
-    name = sys.argv[1]
+def main(name: str) -> None:
     cfg = read_config(f"second/{name}.json")
     if why := skipped(cfg):
         write_skipped(name, why, (Path("models") / name,))
@@ -42,5 +41,11 @@ def main() -> None:
         )
 
 
+def parser() -> argparse.ArgumentParser:
+    p = stage_parser("stages.second_stage", __doc__)
+    p.add_argument("name", help="a key of params.yaml's second_stages")
+    return p
+
+
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, parser())

@@ -10,12 +10,12 @@ run with ``processes: N`` relaunches this stage as N DDP ranks with torchrun
 note in each folder and returns before torch is imported.
 """
 
-import sys
+import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ltcifar.config.runconfig import read_run_config, skipped, write_skipped
-from ltcifar.errors import PipelineError, run_stage
+from ltcifar.errors import PipelineError, run_stage, stage_parser
 
 if TYPE_CHECKING:  # imported where used: a skipped run never imports torch
     import torch
@@ -55,8 +55,7 @@ def train_seeds(
     return list(lives), results
 
 
-def main() -> None:
-    run = sys.argv[1] if len(sys.argv) > 1 else "candidate"
+def main(run: str = "candidate") -> None:
     cfg = read_run_config(run)
     if why := skipped(cfg):
         write_skipped(run, why, (Path("models") / run, Path("logs") / run))
@@ -128,5 +127,11 @@ def train_draw(
         ckpt.unlink(missing_ok=True)
 
 
+def parser() -> argparse.ArgumentParser:
+    p = stage_parser("stages.train", __doc__)
+    p.add_argument("run", nargs="?", default="candidate", help="the run (default: candidate)")
+    return p
+
+
 if __name__ == "__main__":
-    run_stage(main)
+    run_stage(main, parser())

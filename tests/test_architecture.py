@@ -1,17 +1,19 @@
 """The package's layers, as the file tree shows them: each module imports only its own layer or
 lower ones, no import cycle, empty package ``__init__`` files (importing a package pulls in no
-module, so a stage depends on exactly the files it imports) and short functions."""
+module, so a stage depends on exactly the files it imports) and short functions. The entry
+points on top (the ``ltcifar`` command, the notebook API) are imported by no stage."""
 
 import ast
 from pathlib import Path
 
 import pytest
 
-from tests.imports import ROOT, _imported
+from tests.imports import ROOT, _imported, source_files
 
-# Lowest first: the base modules every layer may use, then each package.
-LAYERS = ["base", "config", "data", "methods", "evaluation", "training", "reporting"]
+# Lowest first: the base modules every layer may use, then each package, then the entry points.
+LAYERS = ["base", "config", "data", "methods", "evaluation", "training", "reporting", "entry"]
 BASE = {"ltcifar.errors", "ltcifar.files", "ltcifar.device"}
+ENTRY = {"ltcifar.api", "ltcifar.cli"}
 MODULES = sorted(
     ".".join(p.relative_to(ROOT).with_suffix("").parts)
     for p in (ROOT / "ltcifar").rglob("*.py")
@@ -20,6 +22,8 @@ MODULES = sorted(
 
 
 def layer(module: str) -> int:
+    if module in ENTRY:
+        return LAYERS.index("entry")
     return 0 if module in BASE else LAYERS.index(module.split(".")[1])
 
 
@@ -71,3 +75,10 @@ def test_no_library_function_is_over_60_lines():
                 if length > 60:
                     long.append(f"{path.relative_to(ROOT)}:{node.name} ({length} lines)")
     assert not long, long
+
+
+def test_no_stage_imports_an_entry_point():
+    """So each stage's code deps in dvc.yaml stay the files it runs."""
+    entry = {f"{m.replace('.', '/')}.py" for m in ENTRY}
+    for stage in sorted((ROOT / "stages").glob("[!_]*.py")):
+        assert not source_files(f"stages.{stage.stem}") & entry, stage.name

@@ -5,7 +5,6 @@ draws apart, each equal to what the per-model scores give by hand."""
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -184,9 +183,8 @@ def tiny_params(d: dict) -> None:
     del d["profiles"]["full"]
 
 
-def run_stage(module: str, *args: str, monkeypatch) -> None:
-    monkeypatch.setattr(sys, "argv", [module, *args])
-    __import__(f"stages.{module}", fromlist=["main"]).main()
+def run_stage(module: str, *args: str) -> None:
+    __import__(f"stages.{module}", fromlist=["main"]).main(*args)
 
 
 @pytest.mark.slow  # about 40 s of CPU: four ResNet20s trained and scored
@@ -200,7 +198,7 @@ def test_two_draws_by_two_seeds_report_both_spreads(tmp_path, monkeypatch):
     monkeypatch.chdir(repo)
     monkeypatch.setenv("DVCLIVE_RESUME", "false")
     for module, args in (("lt_index", ()), ("train", ("ce",)), ("evaluate", ("ce",))):
-        run_stage(module, *args, monkeypatch=monkeypatch)
+        run_stage(module, *args)
     models = sorted(p.name for p in Path("models/ce").glob("*.pt"))
     assert models == [f"draw{d}_seed{s}.pt" for d in (0, 1) for s in (0, 1)]
     assert sorted(p.name for p in Path("logs/ce").iterdir()) == [m[:-3] for m in models]

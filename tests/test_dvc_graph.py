@@ -150,3 +150,19 @@ def test_any_profile_name_works(tmp_path):
 
     params = write_params(tmp_path, edit)
     assert stage_configs(params)["runs/step_ce.json"]["epochs"] == 1
+
+
+def test_artifacts_name_stage_outputs():
+    """dvc.yaml's artifacts (DVC's model registry: `dvc artifacts get`, Studio) are models the
+    pipeline writes: each path a stage's output, as DVC itself reads the file, each name valid."""
+    from dvc.repo import Repo
+    from dvc.repo.artifacts import check_name_format
+
+    with Repo(str(ROOT)) as repo:
+        outs = {out.def_path for stage in repo.index.stages for out in stage.outs}
+        artifacts = repo.artifacts.read()["dvc.yaml"]
+    assert {"candidate", "backbone"} <= set(artifacts)
+    for name, artifact in artifacts.items():
+        check_name_format(name)
+        assert artifact.path in outs, name
+        assert artifact.type == "model" and artifact.desc and artifact.labels, name

@@ -109,6 +109,30 @@ def test_unknown_key_in_run(tmp_path, raw):
     assert "loss" in msg.split("allowed keys here:")[1]
 
 
+SUGGESTED = [
+    (lambda d: d["recipe"].update(epocs=3), "unknown key recipe.epocs; allowed keys", "epochs"),
+    (lambda d: d.update(smapler="sqrt"), "unknown key smapler; top-level keys are", "sampler"),
+    (lambda d: d.update(mixup="cutmx"), "mixup = 'cutmx' is not allowed; choose", "cutmix"),
+    (lambda d: d["profiles"]["quick"].update(runs=["step_cee"]), "profiles.quick.runs", "step_ce"),
+    (lambda d: d["runs"]["step_ce"].update(split="stpe"), "runs.step_ce.split = 'stpe'", "step"),
+]
+
+
+@pytest.mark.parametrize(("edit", "start", "close"), SUGGESTED)
+def test_a_near_miss_gets_the_closest_name(tmp_path, raw, edit, start, close):
+    """Still one line, the choices listed, the closest one named last."""
+    msg = error_of(tmp_path, raw, edit)
+    assert msg.startswith(start) and msg.endswith(f"; did you mean {close!r}?")
+    assert "\n" not in msg
+
+
+def test_no_suggestion_for_a_far_miss(tmp_path, raw):
+    msg = error_of(tmp_path, raw, lambda d: d["recipe"].update({"zzzz": 1}))
+    assert "did you mean" not in msg and msg.startswith("unknown key recipe.zzzz;")
+    msg = error_of(tmp_path, raw, lambda d: d["recipe"].update({7: 1}))  # not a string
+    assert "did you mean" not in msg
+
+
 def test_bad_value_in_run(tmp_path, raw):
     def edit(d):
         d["runs"] = {"ce": {"split": "step", "sampler": "nope"}}

@@ -33,14 +33,56 @@ from ltcifar.config.runs import (
     run_group,
     run_names,
 )
-from ltcifar.config.schema import MapOf, ParamsError, printable, read_yaml, validate
+from ltcifar.config.schema import (
+    MapOf,
+    ParamsError,
+    did_you_mean,
+    printable,
+    read_yaml,
+    validate,
+)
 from ltcifar.config.second import check_second_stage
 from ltcifar.config.stacking import stacking_refusal
 
 RUN = {"split": Setting(str), **catalog.RECIPE}
 FOLDER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # it names data/raw/<name>/ and <name>.npz
 SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-PROFILE_BACKBONE = {**catalog.BACKBONE, "recipe": Setting(dict, {})}
+PROFILE_BACKBONE = {
+    **catalog.BACKBONE,
+    "recipe": Setting(dict, {}, doc="recipe changes of every transfer run: its fine-tuning"),
+}
+# A profile (``profiles.<name>``); the docs, as the catalogue's, are its reference in
+# docs/params.md.
+PROFILE = {
+    "datasets": Setting(str, list_of=True, doc="the datasets it uses, names declared in download"),
+    "splits": MapOf(catalog.SPLIT, doc="its named training subsets (Splits, below)"),
+    "recipe": Setting(dict, {}, doc="recipe defaults of its runs, which a run may override"),
+    "budget": Setting(dict, {}, doc="recipe keys imposed on every run it trains"),
+    "runs": Setting(
+        str,
+        None,
+        list_of=True,
+        ranges=(catalog.NOT_EMPTY, catalog.DISTINCT),
+        doc="the runs it trains (report, transfer, candidate); absent: every run but those "
+        "another profile lists on a split this one lacks",
+    ),
+    "second_stages": Setting(
+        str,
+        None,
+        list_of=True,
+        ranges=(catalog.DISTINCT,),
+        doc="the second stages it trains; absent: every second stage of a run it trains",
+    ),
+    "backbone": Setting(
+        dict,
+        None,
+        doc="its transfer runs' backbone (Backbone, below), needed if it trains one",
+    ),
+}
+DOWNLOAD = {
+    **catalog.DOWNLOAD,
+    "md5": MapOf(Setting(str, list_of=True), False, doc="archives: each file's accepted MD5s"),
+}
 
 STRUCTURE = {
     "profile": Setting(str),
@@ -48,22 +90,8 @@ STRUCTURE = {
     "runs": MapOf(Setting(dict), required=False),
     "transfer_runs": MapOf(Setting(dict), required=False),
     "second_stages": MapOf(catalog.SECOND, required=False),
-    "profiles": MapOf(
-        {
-            "datasets": Setting(str, list_of=True),  # names declared under download
-            "splits": MapOf(catalog.SPLIT),
-            "recipe": Setting(dict, {}),
-            "budget": Setting(dict, {}),
-            # the runs (report, transfer, `candidate`) and second stages it trains; without
-            # `runs`, every run but those another profile lists on a split this one lacks;
-            # without `second_stages`, every second stage of its runs
-            "runs": Setting(str, None, list_of=True, ranges=(catalog.NOT_EMPTY, catalog.DISTINCT)),
-            "second_stages": Setting(str, None, list_of=True, ranges=(catalog.DISTINCT,)),
-            # needed only when it trains a transfer run (checked as PROFILE_BACKBONE)
-            "backbone": Setting(dict, None),
-        }
-    ),
-    "download": MapOf({**catalog.DOWNLOAD, "md5": MapOf(Setting(str, list_of=True), False)}),
+    "profiles": MapOf(PROFILE),
+    "download": MapOf(DOWNLOAD),
     "evaluate": catalog.EVALUATE,
 }
 
@@ -76,7 +104,7 @@ def load(path: str | Path = "params.yaml") -> dict:
     if params["profile"] not in params["profiles"]:
         raise ParamsError(
             f"profile = {params['profile']!r} has no block under profiles; choose one of: "
-            f"{', '.join(params['profiles'])}"
+            f"{', '.join(params['profiles'])}{did_you_mean(params['profile'], params['profiles'])}"
         )
     for name, entry in params["download"].items():
         check_kind = _check_archives if entry["kind"] == "archives" else _check_image_folder
@@ -103,6 +131,7 @@ def _split_top_level(raw: object) -> tuple[dict, dict]:
         raise ParamsError(
             f"unknown key {printable(unknown[0])}; top-level keys are {', '.join(STRUCTURE)}, "
             f"or any run key for the candidate: {', '.join(RUN)}"
+            + did_you_mean(unknown[0], [*STRUCTURE, *RUN])
         )
     structure = {k: v for k, v in raw.items() if k in STRUCTURE}
     return structure, {k: v for k, v in raw.items() if k in RUN}
@@ -115,7 +144,7 @@ def _check_split(key: str, split: dict, datasets: list[str], raw: dict) -> None:
     if split["dataset"] not in datasets:
         raise ParamsError(
             f"{key}.dataset = {split['dataset']!r} is not in this profile's datasets; "
-            f"choose one of: {', '.join(datasets)}"
+            f"choose one of: {', '.join(datasets)}{did_you_mean(split['dataset'], datasets)}"
         )
     if split["shape"] == "step" and split["n_min"] <= 0:
         raise ParamsError(f"{key}.n_min = {split['n_min']} must be > 0 for shape 'step'")
@@ -171,6 +200,7 @@ def _check_profile(params: dict, pname: str, prof: dict, raw_splits: dict) -> No
             raise ParamsError(
                 f"{where}datasets names {ds!r}, which download does not declare; choose one of: "
                 f"{', '.join(map(printable, params['download']))}"
+                + did_you_mean(ds, params["download"])
             )
     for sname, split in prof["splits"].items():
         _check_split(f"{where}splits.{sname}", split, prof["datasets"], raw_splits[sname])
@@ -236,7 +266,7 @@ def _check_profile_runs(params: dict, pname: str, prof: dict, keys: dict[str, st
         if name not in keys:
             raise ParamsError(
                 f"{where}.runs names {name!r}, which is not a run; choose one of: "
-                f"{', '.join(run_names(params))}"
+                f"{', '.join(run_names(params))}{did_you_mean(name, run_names(params))}"
             )
     included = profile_runs(params, pname)
     for name in included:
@@ -246,6 +276,7 @@ def _check_profile_runs(params: dict, pname: str, prof: dict, keys: dict[str, st
             raise ParamsError(
                 f"{keys[name]} = {split!r} is not defined in {where}.splits; "
                 f"choose one of: {', '.join(prof['splits'])}{listed}"
+                + did_you_mean(split, prof["splits"])
             )
     if not included:
         raise ParamsError(f"{where} trains no run: name the runs it trains in {where}.runs")
@@ -301,6 +332,7 @@ def _check_second_stages(params: dict) -> None:
                 raise ParamsError(
                     f"profiles.{pname}.second_stages names {name!r}, which is not a second "
                     f"stage; choose one of: {', '.join(params['second_stages'])}"
+                    + did_you_mean(name, params["second_stages"])
                 )
             if entry["run"] in runs and entry["run"] not in trained:
                 raise ParamsError(

@@ -12,7 +12,7 @@ profile changes reaches it.
 
 from ltcifar.config import catalog
 from ltcifar.config.runconfig import OUTSIDE, SKIPPED
-from ltcifar.config.schema import ParamsError
+from ltcifar.config.schema import ParamsError, did_you_mean
 from ltcifar.config.second import evaluated_config, second_config
 
 CANDIDATE = "candidate"
@@ -70,7 +70,10 @@ def overrides(params: dict, name: str) -> dict:
     """A run's own keys (the candidate's: params.yaml's top-level run keys)."""
     runs = {**all_runs(params), CANDIDATE: params[CANDIDATE]}
     if name not in runs:
-        raise ParamsError(f"unknown run {name!r}; choose one of: {', '.join(run_names(params))}")
+        names = run_names(params)
+        raise ParamsError(
+            f"unknown run {name!r}; choose one of: {', '.join(names)}{did_you_mean(name, names)}"
+        )
     return runs[name]
 
 

@@ -4,7 +4,9 @@ naming the key, the value and the allowed choices or range, before a byte is wri
 """
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +22,20 @@ class ParamsError(PipelineError, ValueError):
 
 @dataclass(frozen=True)
 class MapOf:
-    """A mapping from user-chosen names (runs, splits, files) to a sub-schema or a Setting."""
+    """A mapping from user-chosen names (runs, splits, files) to a sub-schema or a Setting;
+    ``doc``, as a Setting's, its line in the reference."""
 
     schema: Any
     required: bool = True
+    doc: str = ""
+
+
+def did_you_mean(word: Any, choices: Iterable[Any]) -> str:
+    """The end of a refusal of a mistyped key or value: the closest choice, or nothing."""
+    if not isinstance(word, str):
+        return ""
+    close = get_close_matches(word, [str(c) for c in choices], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _check_scalar(key: str, value: Any, kind: Any) -> Any:
@@ -31,6 +43,7 @@ def _check_scalar(key: str, value: Any, kind: Any) -> Any:
         if value not in kind:
             raise ParamsError(
                 f"{key} = {value!r} is not allowed; choose one of: {', '.join(map(str, kind))}"
+                + did_you_mean(value, kind)
             )
         return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -65,7 +78,7 @@ def validate(data: Any, schema: dict, prefix: str = "", partial: bool = False) -
     if unknown:
         raise ParamsError(
             f"unknown key {prefix}{printable(unknown[0])}; allowed keys here: "
-            f"{', '.join(sorted(schema))}"
+            f"{', '.join(sorted(schema))}{did_you_mean(unknown[0], schema)}"
         )
     out = {}
     for name, spec in schema.items():

@@ -8,7 +8,7 @@ linear head (the methods act on its weights) and no prior correction (a second s
 
 from ltcifar.config import catalog
 from ltcifar.config.rules import prior_corrections
-from ltcifar.config.schema import ParamsError
+from ltcifar.config.schema import ParamsError, did_you_mean
 
 # What the second stage takes from the first run's config: its seeds, and how it fed images.
 FROM_RUN = ("seeds", "augment", "pad_mode", "channels_last", "eval_batch_size")
@@ -24,6 +24,7 @@ def check_second_stage(
     if entry["run"] not in runs:
         raise ParamsError(
             f"{where}.run = {entry['run']!r} is not a run; choose one of: {', '.join(runs)}"
+            + did_you_mean(entry["run"], runs)
         )
     for profile, cfg in resolved.items():
         at = f"{where} (profile {profile})"

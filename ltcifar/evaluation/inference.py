@@ -69,16 +69,23 @@ def load_trained(path: Path, device: torch.device) -> tuple[torch.nn.Module, dic
             f"{path} is not a readable model file ({type(e).__name__}: {why}); rerun its "
             "train stage (`dvc repro --force` on it)"
         ) from e
-    cfg = saved["config"]
     try:
-        model = build_model(
-            cfg["model"], len(saved["classes"]), saved["in_channels"], **model_options(cfg)
-        )
-        model.load_state_dict(saved["state_dict"])
+        cfg, classes, channels = saved["config"], saved["classes"], saved["in_channels"]
+        model = trained_model(cfg, classes, channels, saved["state_dict"], device)
     except (KeyError, RuntimeError) as e:
         raise PipelineError(
             f"{path} was saved by older code and does not fit today's model ({e}); rerun its "
             "train stage (`dvc repro --force` on it)"
         ) from e
+    return model, saved
+
+
+def trained_model(
+    cfg: dict, classes: list[str], in_channels: int, state_dict: dict, device: torch.device
+) -> torch.nn.Module:
+    """The network a run's config builds, with trained weights (a model file's or a
+    ``TrainResult``'s), on ``device`` in the memory layout the run trained in."""
+    model = build_model(cfg["model"], len(classes), in_channels, **model_options(cfg))
+    model.load_state_dict(state_dict)
     layout = torch.channels_last if cfg["channels_last"] else torch.preserve_format
-    return model.to(device, memory_format=layout), saved
+    return model.to(device, memory_format=layout)

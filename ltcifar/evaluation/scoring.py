@@ -58,29 +58,40 @@ class SeedScore:
     trainable_params: int
 
 
+def score_logits(
+    logits: torch.Tensor, y: torch.Tensor, counts: np.ndarray, settings: dict
+) -> tuple[np.ndarray, dict[str, float]]:
+    """The confusion matrix and scores of predictions ``logits`` of images labelled ``y``, of a
+    model trained on ``counts`` images per class: accuracy, F1s, balanced accuracy, shot groups
+    (``settings``: the evaluate block's thresholds), minority recall, calibration."""
+    conf = confusion(y, logits.argmax(1), len(counts)).cpu().numpy()
+    probs, labels = logits.softmax(1).cpu().numpy(), y.cpu().numpy()
+    groups = shot_groups(counts, settings["many_shot_min"], settings["few_shot_max"])
+    scores = {
+        **summarize(conf),
+        **shot_accuracy(conf, groups),
+        **minority_recall(conf, counts),
+        "ece": expected_calibration_error(probs, labels, 15),
+    }
+    return conf, scores
+
+
 def score_seed(path: Path, test: TestSet, settings: dict) -> SeedScore:
-    """One saved model's test confusion matrix and scores (post-hoc adjusted if its config says
-    so): accuracy, F1s, shot groups, minority recall, calibration, top-5 on 20+ classes."""
+    """One saved model's test confusion matrix and scores (``score_logits``; post-hoc adjusted
+    if its config says so), with the tau it was chosen with and top-5 on 20+ classes."""
     model, saved = load_trained(path, test.x.device)
     cfg = saved["config"]
     mean, std = channel_stats(test.prepared, test.x.device)
     logits = predict(model, test.x, mean, std, cfg, torch.tensor(test.index["counts"]))
     num_classes = len(saved["classes"])
-    conf = confusion(test.y, logits.argmax(1), num_classes).cpu().numpy()
-    probs, labels = logits.softmax(1).cpu().numpy(), test.y.cpu().numpy()
-    groups = shot_groups(test.counts, settings["many_shot_min"], settings["few_shot_max"])
-    scores = {
-        **summarize(conf),
-        **shot_accuracy(conf, groups),
-        **minority_recall(conf, test.counts),
-        "ece": expected_calibration_error(probs, labels, 15),
-    }
+    conf, scores = score_logits(logits, test.y, test.counts, settings)
     if cfg["posthoc_tau_grid"]:  # the tau chosen on validation images
         scores["posthoc_tau"] = cfg["posthoc_tau"]
     if "tau" in cfg:  # tau-norm's, chosen on validation images by the second stage
         scores["tau"] = cfg["tau"]
     if num_classes >= 20:
-        scores["top5_accuracy"] = top_k_accuracy(probs, labels, 5)
+        probs = logits.softmax(1).cpu().numpy()
+        scores["top5_accuracy"] = top_k_accuracy(probs, test.y.cpu().numpy(), 5)
     sizes = dict(model.named_parameters())
     trainable = trainable_names(model, cfg["finetune"])
     return SeedScore(
