@@ -8,6 +8,8 @@ A run, second stage, split or backbone outside the active profile still has its 
 (``dvc.yaml`` expands every run; DVC cannot filter by profile), so its config says
 ``{"skipped": <why>}``: the stage then writes a placeholder for each output (``write_skipped``)
 and returns before importing torch, training or scoring anything.
+
+Stages read typed records (``records``), one reader per file; the files stay plain JSON.
 """
 
 import json
@@ -15,7 +17,19 @@ import re
 import shutil
 from pathlib import Path
 
-from ltcifar.config.catalog import OFF
+from ltcifar.config.records import (
+    ArchiveSource,
+    EvaluateConfig,
+    ImageFolderSource,
+    ImagenetBackbone,
+    PretrainBackbone,
+    R,
+    RunConfig,
+    SecondConfig,
+    Skipped,
+    SplitConfig,
+    parse,
+)
 from ltcifar.errors import PipelineError
 from ltcifar.files import write_text_atomic
 
@@ -45,19 +59,69 @@ def read_config(name: str, root: Path = CONFIGS) -> dict:
     if not path.is_file():
         raise PipelineError(f"{path} not found; run `dvc repro configs` first")
     try:
-        return json.loads(path.read_text())
+        raw = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise PipelineError(f"{path} is not valid JSON ({e}); run `dvc repro configs`") from e
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path} is not a JSON object; run `dvc repro configs`")
+    return raw
 
 
-def read_run_config(run: str, root: Path = CONFIGS) -> dict:
-    """A run's resolved config, with the off values of the features it does not use."""
-    return {**OFF, **read_config(f"runs/{run}.json", root)}
+def _or_skipped(cls: type[R], raw: object, where: str) -> R | Skipped:
+    """``raw`` as a ``cls`` record, or as ``Skipped`` if it puts its stage outside the profile."""
+    if isinstance(raw, dict) and SKIPPED in raw:
+        return parse(Skipped, raw, where)
+    return parse(cls, raw, where)
 
 
-def skipped(cfg: dict) -> str | None:
-    """Why a stage's config puts it outside the active profile, or None if it is inside."""
-    return cfg.get(SKIPPED)
+def read_run_config(run: str, root: Path = CONFIGS) -> RunConfig | Skipped:
+    """A run's resolved config (the features it does not use at their off values)."""
+    name = f"runs/{run}.json"
+    return _or_skipped(RunConfig, read_config(name, root), str(root / name))
+
+
+def read_second_config(second: str, root: Path = CONFIGS) -> SecondConfig | Skipped:
+    name = f"second/{second}.json"
+    return _or_skipped(SecondConfig, read_config(name, root), str(root / name))
+
+
+def read_splits(root: Path = CONFIGS) -> dict[str, SplitConfig | Skipped]:
+    """Every split of the active profile, and a placeholder of each one it does not define."""
+    where = root / "splits.json"
+    return {
+        name: _or_skipped(SplitConfig, spec, f"{where}: split {name}")
+        for name, spec in read_config("splits.json", root).items()
+    }
+
+
+def read_download(root: Path = CONFIGS) -> dict[str, ArchiveSource | ImageFolderSource]:
+    """Each dataset of the active profile: catalogued archives, or an image folder."""
+    where, sources = root / "download.json", {}
+    for name, spec in read_config("download.json", root).items():
+        source: ArchiveSource | ImageFolderSource
+        if isinstance(spec, dict) and spec.get("kind") == "image_folder":
+            source = parse(ImageFolderSource, spec, f"{where}: {name}")
+        else:
+            source = parse(ArchiveSource, spec, f"{where}: {name}")
+        sources[name] = source
+    return sources
+
+
+def read_backbone(root: Path = CONFIGS) -> ImagenetBackbone | PretrainBackbone | Skipped:
+    where, raw = str(root / "backbone.json"), read_config("backbone.json", root)
+    if SKIPPED in raw:
+        return parse(Skipped, raw, where)
+    if raw.get("weights") == "imagenet":
+        return parse(ImagenetBackbone, raw, where)
+    nested = {
+        "split_spec": parse(SplitConfig, raw.get("split_spec"), f"{where}: split_spec"),
+        "run": parse(RunConfig, raw.get("run"), f"{where}: run"),
+    }
+    return parse(PretrainBackbone, {**raw, **nested}, where)
+
+
+def read_evaluate(root: Path = CONFIGS) -> EvaluateConfig:
+    return parse(EvaluateConfig, read_config("evaluate.json", root), str(root / "evaluate.json"))
 
 
 def write_skipped(
