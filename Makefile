@@ -1,7 +1,7 @@
 # Two commands set up and run everything on a fresh machine (see README):
 #   make repro   - install, then regenerate the report with `dvc repro` (the committed profile,
 #                  quick: real Fashion-MNIST, offline, on 2 CPU cores)
-#   make test    - install, then lint and run the test suite
+#   make test    - install, then lint, type-check (mypy) and run the test suite
 # `make full` runs the CIFAR study (profile=full: the internet once, a GPU advised).
 PY := .venv/bin/python
 SETUP := .venv/.setup-done
@@ -35,6 +35,7 @@ test-fast: $(SETUP)
 test: $(SETUP)
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q
 
 .PHONY: setup repro full test test-fast

@@ -316,8 +316,8 @@ def _check_resolved(params: dict, name: str, pname: str, where: str) -> None:
             f"{at}: batch_size = {cfg['batch_size']} (the global batch) must be a multiple of "
             f"processes = {cfg['processes']}"
         )
-    if cfg["stack_seeds"] and len(cfg["seeds"]) > 1 and (why := stacking_refusal(cfg)):
-        raise ParamsError(f"{at}: stack_seeds cannot be used: {why}")
+    if cfg["stack_seeds"] and len(cfg["seeds"]) > 1 and (refused := stacking_refusal(cfg)):
+        raise ParamsError(f"{at}: stack_seeds cannot be used: {refused}")
 
 
 def _check_second_stages(params: dict) -> None:

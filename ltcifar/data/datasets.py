@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, cast
 
 import numpy as np
 import numpy.lib.format as npy
@@ -62,7 +63,7 @@ CIFAR_GLOBALS = {
 class CifarUnpickler(pickle.Unpickler):
     """Unpickles CIFAR batches only: a pickle may name any callable, so others are refused unrun."""
 
-    def __init__(self, file: io.IOBase, where: str) -> None:
+    def __init__(self, file: IO[bytes], where: str) -> None:
         super().__init__(file, encoding="latin1")
         self.where = where
 
@@ -103,7 +104,8 @@ def _read_cifar(
         def load(name: str) -> dict:
             if name not in members:
                 raise PipelineError(f"{path} has no member {name!r}; is it a CIFAR python archive?")
-            return CifarUnpickler(tar.extractfile(members[name]), f"{path} member {name!r}").load()
+            file = cast(IO[bytes], tar.extractfile(members[name]))  # a file: ``members`` are
+            return CifarUnpickler(file, f"{path} member {name!r}").load()
 
         arrays = {}
         for part, batch_names in (("train", train), ("test", [test])):
@@ -187,7 +189,7 @@ PREPARED_KEYS = ("x_train", "y_train", "x_test", "y_test", "classes", "mean", "s
 
 def _layout(npz: np.lib.npyio.NpzFile, key: str) -> tuple[tuple[int, ...], np.dtype]:
     """An array's shape and dtype, read from its .npy header: no image is loaded."""
-    with npz.zip.open(f"{key}.npy") as f:
+    with cast(zipfile.ZipFile, npz.zip).open(f"{key}.npy") as f:  # None once closed
         version = npy.read_magic(f)
         header = npy.read_array_header_1_0 if version == (1, 0) else npy.read_array_header_2_0
         shape, _, dtype = header(f)

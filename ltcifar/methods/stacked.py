@@ -79,9 +79,8 @@ def _stacked_module(m: nn.Module, s: int) -> nn.Module | None:
     """The S-seed twin of one leaf layer (uninitialised: the state_dict fills it), else None."""
     if isinstance(m, nn.Conv2d):
         cin, cout, bias = s * m.in_channels, s * m.out_channels, m.bias is not None
-        return nn.Conv2d(
-            cin, cout, m.kernel_size, m.stride, m.padding, groups=s * m.groups, bias=bias
-        )
+        size, stride, padding = m.kernel_size, m.stride, m.padding  # a Conv2d's: pairs
+        return nn.Conv2d(cin, cout, size, stride, padding, groups=s * m.groups, bias=bias)  # type: ignore[arg-type]
     if isinstance(m, nn.BatchNorm2d):
         return nn.BatchNorm2d(s * m.num_features, m.eps, m.momentum)
     if isinstance(m, PadShortcut):
@@ -89,7 +88,8 @@ def _stacked_module(m: nn.Module, s: int) -> nn.Module | None:
     if isinstance(m, LinearHead):
         return StackedLinearHead(s, m.in_features, m.out_features)
     if isinstance(m, CosineHead):
-        return StackedCosineHead(s, *m.weight.shape, m.scale)
+        features, num_classes = m.weight.shape
+        return StackedCosineHead(s, features, num_classes, m.scale)
     return None
 
 
