@@ -16,12 +16,12 @@ note in models/backbone/ and returns before torch is imported.
 import shutil
 from pathlib import Path
 
-from ltcifar.config.catalog import OFF
-from ltcifar.config.runconfig import read_config, skipped, write_skipped
+from ltcifar.config.records import ImagenetBackbone, PretrainBackbone, Skipped
+from ltcifar.config.runconfig import read_backbone, write_skipped
 from ltcifar.errors import PipelineError, run_stage, stage_parser
 
 
-def imagenet_weights(cfg: dict) -> dict:
+def imagenet_weights(cfg: ImagenetBackbone) -> dict:
     """torchvision's verified state_dict, its keys under ``net.`` as in ``TorchvisionNet``."""
     import torch
 
@@ -29,11 +29,11 @@ def imagenet_weights(cfg: dict) -> dict:
     from ltcifar.methods.transfer import BACKBONE_FILE
 
     tmp = BACKBONE_FILE.parent / ".download"
-    name = cfg["sources"][0].rstrip("/").rsplit("/", 1)[-1]
+    name = cfg.sources[0].rstrip("/").rsplit("/", 1)[-1]
     try:
-        sha256 = [h.lower() for h in cfg["sha256"]]
+        sha256 = [h.lower() for h in cfg.sha256]
         where = "profiles.<profile>.backbone"
-        path = fetch_file(name, cfg["sources"], sha256, tmp, where, "sha256")
+        path = fetch_file(name, cfg.sources, sha256, tmp, where, "sha256")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:
@@ -44,36 +44,36 @@ def imagenet_weights(cfg: dict) -> dict:
     return {f"net.{k}": v for k, v in state.items()}
 
 
-def pretrained_here(cfg: dict) -> dict:
+def pretrained_here(cfg: PretrainBackbone) -> dict:
     from ltcifar.data.datasets import load_prepared
     from ltcifar.data.lt_index import build_index
     from ltcifar.data.split_data import split_data
     from ltcifar.device import select_device
     from ltcifar.training.engine import train
 
-    spec, run = cfg["split_spec"], {**OFF, **cfg["run"]}
-    labels = load_prepared(spec["dataset"])
-    index = build_index(cfg["split"], spec, labels["y_train"], labels["classes"].tolist())
+    spec, run = cfg.split_spec, cfg.run
+    labels = load_prepared(spec.dataset)
+    index = build_index(cfg.split, spec, labels["y_train"], labels["classes"].tolist())
     device = select_device()
     data = split_data(index, device)
-    print(f"pretraining {run['model']} on split {cfg['split']} ({len(data.y)} images), {device}")
+    print(f"pretraining {run.model} on split {cfg.split} ({len(data.y)} images), {device}")
     ckpt = Path("checkpoints/backbone/seed0.pt")
-    result = train(run, data, run["seeds"][0], device, ckpt_path=ckpt)
+    result = train(run, data, run.seeds[0], device, ckpt_path=ckpt)
     ckpt.unlink(missing_ok=True)
     return {k: v.cpu() for k, v in result.state_dict.items()}
 
 
 def main() -> None:
-    cfg = read_config("backbone.json")
-    if why := skipped(cfg):
-        write_skipped("backbone", why, (Path("models/backbone"),))
+    cfg = read_backbone()
+    if isinstance(cfg, Skipped):
+        write_skipped("backbone", cfg.skipped, (Path("models/backbone"),))
         return
     from ltcifar.methods.transfer import BACKBONE_FILE
     from ltcifar.training.checkpoints import save_atomic
 
-    state = imagenet_weights(cfg) if cfg["weights"] == "imagenet" else pretrained_here(cfg)
+    state = imagenet_weights(cfg) if isinstance(cfg, ImagenetBackbone) else pretrained_here(cfg)
     save_atomic(state, BACKBONE_FILE)
-    print(f"backbone: {cfg['model']} ({cfg['weights']}), {len(state)} tensors -> {BACKBONE_FILE}")
+    print(f"backbone: {cfg.model} ({cfg.weights}), {len(state)} tensors -> {BACKBONE_FILE}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ removed, so the output holds exactly those.
 
 from pathlib import Path
 
-from ltcifar.config.runconfig import read_config
+from ltcifar.config.records import ImageFolderSource
+from ltcifar.config.runconfig import read_download
 from ltcifar.data.download import fetch
 from ltcifar.data.image_folder import fetch_folder
 from ltcifar.errors import run_stage, stage_parser
@@ -18,21 +19,21 @@ from ltcifar.files import remove_unused
 RAW = Path("data/raw")
 
 
-def copy_folder(name: str, spec: dict) -> None:
-    manifest = fetch_folder(name, spec["sources"], spec["image_size"], spec["sha256"], RAW / name)
-    pin = "" if spec["sha256"] else f"; set download.{name}.sha256 to it to pin these images"
+def copy_folder(name: str, spec: ImageFolderSource) -> None:
+    manifest = fetch_folder(name, spec.sources, spec.image_size, spec.sha256, RAW / name)
+    pin = "" if spec.sha256 else f"; set download.{name}.sha256 to it to pin these images"
     print(
         f"{name}: {len(manifest['files'])} images in {RAW / name}, sha256 {manifest['sha256']}{pin}"
     )
 
 
 def main() -> None:
-    datasets = read_config("download.json")
+    datasets = read_download()
     for name, spec in datasets.items():
-        if spec.get("kind") == "image_folder":
+        if isinstance(spec, ImageFolderSource):
             copy_folder(name, spec)
             continue
-        paths = fetch(name, spec["sources"], spec["md5"], RAW / name)
+        paths = fetch(name, spec.sources, spec.md5, RAW / name)
         print(f"{name}: {len(paths)} verified file(s) in {RAW / name}")
     remove_unused(RAW.iterdir(), set(datasets), "not a dataset of the active profile")
 

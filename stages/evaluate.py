@@ -15,7 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ltcifar.config.runconfig import SKIPPED, read_config, read_run_config, skipped, write_skipped
+from ltcifar.config.records import Skipped
+from ltcifar.config.runconfig import SKIPPED, read_evaluate, read_run_config, write_skipped
 from ltcifar.errors import run_stage, stage_parser
 
 # The placeholders' plot files: the headers of the real ones, no rows.
@@ -34,9 +35,9 @@ def write_placeholders(run: str, why: str) -> None:
 
 
 def main(run: str = "candidate") -> None:
-    cfg, settings = read_run_config(run), read_config("evaluate.json")
-    if why := skipped(cfg):
-        write_placeholders(run, why)
+    cfg, settings = read_run_config(run), read_evaluate()
+    if isinstance(cfg, Skipped):
+        write_placeholders(run, cfg.skipped)
         return
     import torch
 
@@ -45,7 +46,7 @@ def main(run: str = "candidate") -> None:
     from ltcifar.device import select_device
     from ltcifar.evaluation.scoring import TestSet, score_run, write_metrics
 
-    path = Path("data/splits") / f"{cfg['split']}.json"
+    path = Path("data/splits") / f"{cfg.split}.json"
     indexes = {draw: read_index(path, draw) for draw in split_draws(path)}
     prepared = load_prepared(next(iter(indexes.values()))["dataset"])
     device = select_device()
@@ -56,8 +57,7 @@ def main(run: str = "candidate") -> None:
     draws = "" if list(indexes) == [None] else f" x {len(indexes)} draws"
     print(
         f"{run}: accuracy {mean['accuracy']:.4f}, macro-F1 {mean['macro_f1']:.4f}, "
-        f"balanced accuracy {mean['balanced_accuracy']:.4f} over {len(cfg['seeds'])} seed(s)"
-        + draws
+        f"balanced accuracy {mean['balanced_accuracy']:.4f} over {len(cfg.seeds)} seed(s)" + draws
     )
 
 

@@ -9,7 +9,8 @@ placeholder (its name and why, no indices), which only the skipped stages of tho
 import json
 from pathlib import Path
 
-from ltcifar.config.runconfig import SKIPPED, read_config
+from ltcifar.config.records import Skipped
+from ltcifar.config.runconfig import SKIPPED, read_splits
 from ltcifar.data.datasets import load_prepared
 from ltcifar.data.lt_index import build_split, write_index
 from ltcifar.errors import run_stage, stage_parser
@@ -19,22 +20,24 @@ OUT = Path("data/splits")
 
 
 def main() -> None:
-    splits = read_config("splits.json")
+    splits = read_splits()
     remove_unused(OUT.glob("*.json"), set(splits), "not a split of the active profile")
     for name, spec in splits.items():
-        if SKIPPED in spec:
-            placeholder = {"split": name, SKIPPED: spec[SKIPPED]}
+        if isinstance(spec, Skipped):
+            placeholder = {"split": name, SKIPPED: spec.skipped}
             write_text_atomic(OUT / f"{name}.json", json.dumps(placeholder, indent=2) + "\n")
-            print(f"{name}: placeholder, {spec[SKIPPED]}")
+            print(f"{name}: placeholder, {spec.skipped}")
             continue
-        data = load_prepared(spec["dataset"])
+        data = load_prepared(spec.dataset)
         split = build_split(name, spec, data["y_train"], data["classes"].tolist())
         write_index(split, OUT / f"{name}.json")
-        draws = {f" draw {d}": i for d, i in split["draws"].items()} if "draws" in spec else {}
+        draws = (
+            {f" draw {d}": i for d, i in split["draws"].items()} if spec.draws is not None else {}
+        )
         for label, index in (draws or {"": split}).items():
             none = [c for c, n in zip(index["classes"], index["val_counts"], strict=True) if not n]
             print(
-                f"{name}{label}: {spec['dataset']} {spec['shape']}, {index['total_train']} train / "
+                f"{name}{label}: {spec.dataset} {spec.shape}, {index['total_train']} train / "
                 f"{index['total_val']} val, counts {index['counts'][0]}..{index['counts'][-1]}"
                 + (f"; no validation image left for {', '.join(none)}" if none else "")
             )

@@ -9,16 +9,18 @@ outside the active profile leaves a note in models/<name>/ before torch is impor
 """
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
-from ltcifar.config.runconfig import read_config, skipped, write_skipped
+from ltcifar.config.records import Skipped, as_dict
+from ltcifar.config.runconfig import read_second_config, write_skipped
 from ltcifar.errors import run_stage, stage_parser
 
 
 def main(name: str) -> None:
-    cfg = read_config(f"second/{name}.json")
-    if why := skipped(cfg):
-        write_skipped(name, why, (Path("models") / name,))
+    cfg = read_second_config(name)
+    if isinstance(cfg, Skipped):
+        write_skipped(name, cfg.skipped, (Path("models") / name,))
         return
     from ltcifar.data.split_data import load_split
     from ltcifar.device import device_name, select_device
@@ -27,18 +29,20 @@ def main(name: str) -> None:
     from ltcifar.training.second_stage import run_second_stage
 
     device = select_device()
-    data = load_split(cfg["split"], device)
-    for seed in cfg["seeds"]:
-        model, saved = load_trained(Path("models") / cfg["run"] / f"seed{seed}.pt", device)
+    data = load_split(cfg.split, device)
+    for seed in cfg.seeds:
+        trained = load_trained(Path("models") / cfg.run / f"seed{seed}.pt", device)
+        model = trained.model
         chosen = run_second_stage(model, data, cfg, seed)
-        config = {**saved["config"], "name": name, "second_stage": cfg["method"], **chosen}
-        state = {"state_dict": model.state_dict(), "config": config, "device": device_name(device)}
-        save_atomic({**saved, **state}, Path("models") / name / f"seed{seed}.pt")
+        config = replace(trained.config, name=name, second_stage=cfg.method, **chosen)
+        state = {
+            "state_dict": model.state_dict(),
+            "config": as_dict(config),
+            "device": device_name(device),
+        }
+        save_atomic({**trained.saved, **state}, Path("models") / name / f"seed{seed}.pt")
         shown = ", ".join(f"{k} {v:.4g}" for k, v in chosen.items())
-        print(
-            f"{name}: {cfg['method']} on {cfg['run']} seed {seed}"
-            + (f" ({shown})" if shown else "")
-        )
+        print(f"{name}: {cfg.method} on {cfg.run} seed {seed}" + (f" ({shown})" if shown else ""))
 
 
 def parser() -> argparse.ArgumentParser:

@@ -10,14 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from ltcifar.config.catalog import defaults
+from ltcifar.config.catalog import SPLIT, defaults
+from ltcifar.config.records import RunConfig, SplitConfig
+from ltcifar.config.schema import validate
 from ltcifar.data.split_data import SplitData
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
 
 
-def recipe(**over) -> dict:
-    """The catalogue's recipe, shrunk to a few steps of tiny runs (per-step warm-up, x0.1)."""
+def recipe(**over) -> RunConfig:
+    """The catalogue's recipe, shrunk to a few steps of tiny runs (per-step warm-up, x0.1): a
+    run config carrying every setting."""
     cfg = defaults()
     cfg.update(
         name="t",
@@ -37,7 +40,15 @@ def recipe(**over) -> dict:
         eval_batch_size=256,
     )
     cfg.update(over)
-    return cfg
+    return RunConfig(**cfg)
+
+
+def split_spec(**spec) -> SplitConfig:
+    """A split as ``configs/splits.json`` gives it: ``spec`` over the catalogue's defaults."""
+    full = validate(spec, SPLIT)
+    if full["draws"] is not None:  # the draws replace the seed, as params.yaml's check does
+        full["seed"] = None
+    return SplitConfig(**full)
 
 
 def make_split(x: np.ndarray, y: np.ndarray, n_val: int, num_classes: int) -> SplitData:

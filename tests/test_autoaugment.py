@@ -50,7 +50,7 @@ def test_each_image_gets_its_own_operation():
 
 @pytest.mark.parametrize("policy", ["autoaugment", "randaugment"])
 def test_policies_are_deterministic_per_generator_and_draw_per_image(policy):
-    apply = aa.policy(policy, {"randaugment_ops": 2, "randaugment_magnitude": 9})
+    apply = aa.policy(policy, 2, 9)
     x = images(64)
     a = apply(x, torch.Generator().manual_seed(0))
     b = apply(x, torch.Generator().manual_seed(0))

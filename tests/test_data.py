@@ -7,13 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from ltcifar.config.catalog import SPLIT
-from ltcifar.config.schema import validate
 from ltcifar.data.datasets import prepare
 from ltcifar.data.lt_index import build_index, write_index
 from ltcifar.data.split_data import load_split
 from ltcifar.errors import PipelineError
 from tests.archives import CIFAR10_CLASSES, write_cifar10
+from tests.conftest import split_spec
 
 N_TRAIN = 80  # 10 classes x 8 training images; the test images are a separate array
 
@@ -28,7 +27,7 @@ def root(tmp_path: Path) -> Path:
 def write_split(root: Path, edit=None) -> Path:
     with np.load(root / "prepared" / "cifar10.npz") as data:
         labels = data["y_train"]
-    spec = validate(dict(dataset="cifar10", shape="none", n_max=5, val_per_class=2), SPLIT)
+    spec = split_spec(dataset="cifar10", shape="none", n_max=5, val_per_class=2)
     index = build_index("s", spec, labels, CIFAR10_CLASSES)
     if edit is not None:
         edit(index)

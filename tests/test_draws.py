@@ -10,13 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ltcifar.config.catalog import SPLIT
 from ltcifar.config.runconfig import dumps
 from ltcifar.config.runs import stage_configs
-from ltcifar.config.schema import validate
 from ltcifar.data.lt_index import build_index, build_split, read_index, split_draws, write_index
 from ltcifar.errors import PipelineError
 from ltcifar.reporting import report
+from tests.conftest import split_spec
 from tests.params_edit import error_of, load_modified, repo_params
 
 EXP = dict(dataset="cifar10", shape="exp", n_max=400, imbalance=10, sampling="ldam")
@@ -46,7 +45,7 @@ def ldam_draw(targets: np.ndarray, counts: list[int], rand_number: int) -> list[
 
 def split_of(spec: dict, y: np.ndarray) -> dict:
     names = [f"c{c}" for c in range(int(y.max()) + 1)]
-    return build_split("exp", validate(spec, SPLIT), y, names)
+    return build_split("exp", split_spec(**spec), y, names)
 
 
 def test_each_draw_replays_ldams_draw_and_the_draws_differ():
@@ -68,7 +67,7 @@ def test_a_split_without_draws_is_unchanged(tmp_path):
     params = load_modified(tmp_path, repo_params(), lambda d: None)
     for prof in params["profiles"].values():
         assert all("draws" not in split and "seed" in split for split in prof["splits"].values())
-    spec = {k: v for k, v in validate({**EXP, "seed": 3}, SPLIT).items() if k != "draws"}
+    spec = split_spec(**EXP, seed=3)
     names = [f"c{c}" for c in range(10)]
     single = build_split("exp", spec, y, names)
     assert single == build_index("exp", spec, y, names)
@@ -84,9 +83,9 @@ def test_a_drawn_split_file_reads_back_each_draw(tmp_path):
     split = split_of(spec, y)
     write_index(split, tmp_path / "exp.json")
     assert split_draws(tmp_path / "exp.json") == [5, 2]
-    one = {k: v for k, v in validate(spec, SPLIT).items() if k != "draws"}
     names = [f"c{c}" for c in range(10)]
-    assert read_index(tmp_path / "exp.json", 2) == build_index("exp", {**one, "seed": 2}, y, names)
+    one = split_spec(**EXP, seed=2)
+    assert read_index(tmp_path / "exp.json", 2) == build_index("exp", one, y, names)
     for draw, message in ((None, "holds draws 5, 2, not None"), (3, "holds draws 5, 2, not 3")):
         with pytest.raises(PipelineError, match=re.escape(message)):
             read_index(tmp_path / "exp.json", draw)

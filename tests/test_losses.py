@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from ltcifar.methods.losses import LOSSES
+from tests.conftest import recipe
 
-CFG = {"label_smoothing": 0.0}
+CFG = recipe(label_smoothing=0.0)
 C = 10
 
 
@@ -48,7 +49,7 @@ def test_cross_entropy_soft_targets():
 @pytest.mark.parametrize("eps", [0.1, 0.3])
 def test_label_smoothing_equals_torch(eps):
     logits, labels = batch(2)
-    loss = LOSSES["cross_entropy"](counts(), {"label_smoothing": eps})
+    loss = LOSSES["cross_entropy"](counts(), recipe(label_smoothing=eps))
     got = loss(logits, F.one_hot(labels, C).float())
     torch.testing.assert_close(
         got, F.cross_entropy(logits, labels, label_smoothing=eps, reduction="none")
@@ -114,14 +115,7 @@ def test_build_loss_mean_reduces_balanced_softmax():
     (softmax(z + log prior) - t) / B."""
     from ltcifar.methods.losses import build_loss
 
-    cfg = {
-        "loss": "balanced_softmax",
-        "label_smoothing": 0.0,
-        "drw_from": 1.0,
-        "epochs": 10,
-        "weighting": "inverse",
-        "beta": 0.9999,
-    }
+    cfg = recipe(loss="balanced_softmax", drw_from=1.0, epochs=10, weighting="inverse")
     logits, labels = batch(10, b=24)
     n = counts()
     prior = torch.log(n.float() / n.sum())

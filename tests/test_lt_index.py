@@ -6,10 +6,9 @@ import re
 import numpy as np
 import pytest
 
-from ltcifar.config.catalog import SPLIT
-from ltcifar.config.schema import validate
 from ltcifar.data.lt_index import build_index, class_counts, read_index, write_index
 from ltcifar.errors import PipelineError
+from tests.conftest import split_spec
 
 CIFAR10_EXP100 = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 C10_STEP = dict(dataset="cifar10", shape="step", n_max=5000, n_min=500)  # the seed study's
@@ -38,8 +37,7 @@ def names(num_classes: int) -> list[str]:
 
 
 def index(name: str, labels: np.ndarray, **spec) -> dict:
-    full = validate(spec, SPLIT)
-    return build_index(name, full, labels, names(int(labels.max()) + 1))
+    return build_index(name, split_spec(**spec), labels, names(int(labels.max()) + 1))
 
 
 def check_consistent(idx: dict, labels: np.ndarray) -> None:
@@ -59,12 +57,12 @@ def check_consistent(idx: dict, labels: np.ndarray) -> None:
 
 
 def test_class_counts_formula():
-    spec = {"shape": "exp", "imbalance": 100.0}
+    spec = split_spec(dataset="cifar10", shape="exp", imbalance=100.0)
     expected = [int(5000 * 0.01 ** (i / 9)) for i in range(10)]
     assert class_counts(spec, 10, 5000) == expected == CIFAR10_EXP100
-    step = {"shape": "step", "k": 3, "n_min": 7}
+    step = split_spec(dataset="cifar10", shape="step", k=3, n_min=7)
     assert class_counts(step, 5, 100) == [100, 100, 100, 7, 7]
-    assert class_counts({"shape": "none"}, 4, 9) == [9, 9, 9, 9]
+    assert class_counts(split_spec(dataset="cifar10", shape="none"), 4, 9) == [9, 9, 9, 9]
 
 
 def test_cifar10_lt_exp100(cifar10_labels):
@@ -130,10 +128,7 @@ def test_step_reserve_holds_out_balanced_val(cifar10_labels):
 
 
 def test_a_subset_larger_than_its_class_is_refused_with_the_fix(cifar10_labels):
-    spec = validate(
-        {"dataset": "cifar10", "shape": "step", "n_max": 5001, "n_min": 500, "val_policy": "exact"},
-        SPLIT,
-    )
+    spec = split_spec(dataset="cifar10", shape="step", n_max=5001, n_min=500, val_policy="exact")
     with pytest.raises(PipelineError) as err:
         build_index("mystep", spec, cifar10_labels, names(10))
     msg = str(err.value)
@@ -337,8 +332,8 @@ def test_exact_holdout_validates_the_head_class_and_keeps_the_rest_exact():
     spec = {"dataset": "cifar10", "shape": "exp", "n_max": 5000, "imbalance": 100.0,
             "n_min": 0, "k": 1, "val_per_class": 50, "sampling": "ldam", "seed": 0}  # fmt: skip
     classes = [str(c) for c in range(10)]
-    exact = build_index("e", {**spec, "val_policy": "exact"}, labels, classes)
-    held = build_index("h", {**spec, "val_policy": "exact_holdout"}, labels, classes)
+    exact = build_index("e", split_spec(**spec, val_policy="exact"), labels, classes)
+    held = build_index("h", split_spec(**spec, val_policy="exact_holdout"), labels, classes)
     assert exact["counts"] == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
     assert exact["val_counts"][0] == 0 and held["val_counts"] == [50] * 10
     assert held["counts"] == [4950, *exact["counts"][1:]]

@@ -22,6 +22,7 @@ from ltcifar.evaluation.metrics import (
     shot_groups,
     summarize,
 )
+from tests.conftest import split_spec
 
 
 def random_predictions(seed: int, n: int = 500, c: int = 7, never: int = 3):
@@ -79,7 +80,9 @@ def test_empty_confusion_is_zero():
 
 
 def test_shot_groups_cifar100_lt():
-    counts = np.array(class_counts({"shape": "exp", "imbalance": 100.0}, 100, 500))
+    counts = np.array(
+        class_counts(split_spec(dataset="cifar100", shape="exp", imbalance=100.0), 100, 500)
+    )
     groups = shot_groups(counts, 100, 20)
     assert groups["many"].sum() == 35
     assert groups["medium"].sum() == 35

@@ -190,20 +190,20 @@ def cosines(features: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def test_cosine_head_probabilities_are_softmax_of_scaled_cosines_and_ldam_matches_reference():
     """predict()'s softmax (what ECE and the validation loss read) is softmax(s cos theta), and
     the LDAM loss on the model's logits is LDAM-DRW's CE(s (cos - m_y e_y))."""
-    from ltcifar.config.catalog import RECIPE
+    from ltcifar.evaluation.inference import Scoring, predict
     from ltcifar.methods.losses import LOSSES, ldam_margins
     from ltcifar.methods.models import model_options
-    from ltcifar.training.engine import predict
+    from tests.conftest import recipe
 
     s = 30.0
-    cfg = {k: f.default for k, f in RECIPE.items()} | {"head": "cosine", "ldam_scale": s}
+    cfg = recipe(head="cosine", ldam_scale=s)
     torch.manual_seed(0)
     model = build_model("resnet20", 6, **model_options(cfg)).eval()
     x = torch.randint(0, 256, (16, 32, 32, 3), dtype=torch.uint8)
     mean, std = torch.full((1, 3, 1, 1), 120.0), torch.full((1, 3, 1, 1), 60.0)
     feats: list[torch.Tensor] = []
     model.fc.register_forward_hook(lambda mod, inp, out: feats.append(inp[0]))
-    logits = predict(model, x, mean, std, cfg)
+    logits = predict(model, x, mean, std, Scoring.of(cfg))
     cos = cosines(feats[0], model.fc.weight)
     torch.testing.assert_close(logits.softmax(1).double(), (s * cos).softmax(1), atol=1e-5, rtol=0)
     assert (logits.abs().max() > 1).item()  # scaled, not raw cosines

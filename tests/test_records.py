@@ -106,29 +106,36 @@ def test_second_record_is_its_table_and_what_it_takes_from_the_run():
 
 
 @pytest.mark.parametrize(
-    ("records_", "table", "extras"),
+    ("records_", "table", "extras", "optional"),
     [
-        ((SplitConfig,), catalog.SPLIT, {}),
-        ((ImageFolderSource,), catalog.DOWNLOAD, {}),
-        ((ArchiveSource,), {"sources": catalog.DOWNLOAD["sources"]}, {"md5": dict[str, list[str]]}),
+        # a split's draws (default None) replace its seed (``params._check_split``)
+        ((SplitConfig,), catalog.SPLIT, {}, {"seed", "draws"}),
+        ((ImageFolderSource,), catalog.DOWNLOAD, {}, set()),
+        (
+            (ArchiveSource,),
+            {"sources": catalog.DOWNLOAD["sources"]},
+            {"md5": dict[str, list[str]]},
+            set(),
+        ),
         (
             (ImagenetBackbone, PretrainBackbone),
             catalog.BACKBONE,
             {"split_spec": SplitConfig, "run": RunConfig},
+            set(),
         ),
-        ((EvaluateConfig,), catalog.EVALUATE, {"profile": str}),
+        ((EvaluateConfig,), catalog.EVALUATE, {"profile": str}, set()),
     ],
     ids=["split", "image_folder", "archives", "backbone", "evaluate"],
 )
-def test_stage_records_are_their_tables(records_, table, extras):
-    """Each field is a table key typed as its Setting says (optional where the table's
-    default is None), or a resolved extra; together the records cover the table."""
+def test_stage_records_are_their_tables(records_, table, extras, optional):
+    """Each field is a table key typed as its Setting says, or a resolved extra; together the
+    records cover the table. Optional: what a config may lack, as a setting without default."""
+    assert {k for k, s in table.items() if s.default is None} <= optional
     seen = set()
     for record in records_:
         for key, hint in typing.get_type_hints(record).items():
             seen.add(key)
-            want = extras.get(key) or field_type(table[key], table[key].default is None)
-            assert hint == want, (record.__name__, key)
+            assert hint == (extras.get(key) or field_type(table[key], key in optional)), key
     assert seen == set(table) | set(extras)
 
 

@@ -28,8 +28,8 @@ def need(value: T | None, setting: str) -> T:
     ``reads``, ``runs.settings_read``), so a run only changes when a setting it reads does."""
     if value is None:
         raise PipelineError(
-            f"{setting} is not in this config, but the code reads it: list it among its method's "
-            "settings in ltcifar/config/catalog.py (or runs.settings_read), then " + RERUN_CONFIGS
+            f"{setting} is not in this config, but the code reads it: ltcifar/config/catalog.py "
+            "(or runs.settings_read) must list it as read by what reads it; then " + RERUN_CONFIGS
         )
     return value
 
@@ -184,7 +184,8 @@ class SecondConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class SplitConfig:
-    """One split of ``configs/splits.json`` (``catalog.SPLIT``); ``draws`` None: one draw."""
+    """One split of ``configs/splits.json`` (``catalog.SPLIT``): the one draw of ``seed``, or
+    several, one of each seed in ``draws`` (then ``seed`` is None: the draws replace it)."""
 
     dataset: str
     shape: str
@@ -195,7 +196,7 @@ class SplitConfig:
     val_per_class: int
     val_policy: str
     sampling: str
-    seed: int
+    seed: int | None = None
     draws: list[int] | None = None
 
 

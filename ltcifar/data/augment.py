@@ -7,10 +7,12 @@ fall outside the image read a zero (``zeros``) or the mirrored pixel (``reflect`
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from ltcifar.config.records import RunConfig, need
 from ltcifar.data.autoaugment import cutout, policy
 from ltcifar.data.split_data import SplitData
 
@@ -75,28 +77,55 @@ def to_input(
     return x if channels_last else x.contiguous()
 
 
+@dataclass(frozen=True, kw_only=True)
+class Augment:
+    """What training's batch does to images: crop and flip with ``pad_mode`` padding (None:
+    neither), a rotation within +- ``rotation`` degrees (0: none), a heavier ``policy``
+    (``autoaugment.policy``), Cutout's square (0: none), and the memory layout of the result."""
+
+    pad_mode: str | None
+    channels_last: bool
+    rotation: float = 0.0
+    policy: str = "none"
+    randaugment_ops: int | None = None
+    randaugment_magnitude: int | None = None
+    cutout: int = 0
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> "Augment":
+        """A run's augmentation: crop and flip if it augments, its rotation, policy and Cutout."""
+        return cls(
+            pad_mode=need(cfg.pad_mode, "pad_mode") if cfg.augment else None,
+            channels_last=cfg.channels_last,
+            rotation=cfg.rotation,
+            policy=cfg.augment_policy,
+            randaugment_ops=cfg.randaugment_ops,
+            randaugment_magnitude=cfg.randaugment_magnitude,
+            cutout=cfg.cutout,
+        )
+
+
 def batch_of(
-    data: SplitData, cfg: dict, gen: torch.Generator
+    data: SplitData, aug: Augment, gen: torch.Generator
 ) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
     """Training's batch of given indices: cropped and flipped (pad 4) when the run augments,
     rotated (``rotation``), then its ``augment_policy`` (AutoAugment, RandAugment), normalised,
     then Cutout; one-hot by indexing, as ``F.one_hot``'s label check costs two host syncs a
     step."""
     one_hot = torch.eye(data.num_classes, device=data.y.device)
-    heavy = policy(cfg["augment_policy"], cfg)
-    degrees = cfg["rotation"]
+    heavy = policy(aug.policy, aug.randaugment_ops, aug.randaugment_magnitude)
 
     def batch(idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xb = data.x[idx]
-        if cfg["augment"]:
-            xb = crop_flip(xb, gen, 4, cfg["pad_mode"])
-        if degrees > 0:
-            xb = rotate(xb, degrees, gen)
+        if aug.pad_mode is not None:
+            xb = crop_flip(xb, gen, 4, aug.pad_mode)
+        if aug.rotation > 0:
+            xb = rotate(xb, aug.rotation, gen)
         if heavy is not None:
             xb = heavy(xb.permute(0, 3, 1, 2), gen).permute(0, 2, 3, 1)
-        x = to_input(xb, data.mean, data.std, cfg["channels_last"])
-        if cfg["cutout"]:
-            x = cutout(x, cfg["cutout"], gen)
+        x = to_input(xb, data.mean, data.std, aug.channels_last)
+        if aug.cutout:
+            x = cutout(x, aug.cutout, gen)
         return x, one_hot[data.y[idx]]
 
     return batch

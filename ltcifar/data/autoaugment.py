@@ -11,9 +11,12 @@ image by image. Images are uint8 (N, C, H, W); Cutout acts on the normalised bat
 """
 
 from collections.abc import Callable
+from typing import cast  # sum() of tensors is a tensor; its stub says ``Tensor | int``
 
 import torch
 import torch.nn.functional as F
+
+from ltcifar.config.records import need
 
 OPS = (
     "Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
@@ -183,7 +186,7 @@ def _colour(name: str, x: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
 def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor) -> torch.Tensor:
     """Image i gets operation ``OPS[op[i]]`` at magnitude ``mag[i]`` (signed, as drawn)."""
     h, w = x.shape[-2:]
-    geometric = sum(op == OP[name] for name in GEOMETRIC).bool()
+    geometric = cast(torch.Tensor, sum(op == OP[name] for name in GEOMETRIC)).bool()
     out = torch.where(geometric.view(-1, 1, 1, 1), _warp(x, _affine_matrices(op, mag, h, w)), x)
     for name in OPS[OP["Brightness"] :]:
         out = torch.where((op == OP[name]).view(-1, 1, 1, 1), _colour(name, x, mag), out)
@@ -193,7 +196,7 @@ def apply_ops(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor) -> torch.Ten
 def _signed(op: torch.Tensor, mag: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Each signed operation's magnitude negated with probability 1/2."""
     flip = torch.rand(op.shape, device=op.device, generator=gen) < 0.5
-    signed = sum(op == OP[name] for name in SIGNED).bool()
+    signed = cast(torch.Tensor, sum(op == OP[name] for name in SIGNED)).bool()
     return torch.where(signed & flip, -mag, mag)
 
 
@@ -238,11 +241,14 @@ def cutout(x: torch.Tensor, length: int, gen: torch.Generator) -> torch.Tensor:
     return x.masked_fill((in_y[:, :, None] & in_x[:, None, :])[:, None], 0.0)
 
 
-def policy(name: str, cfg: dict) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
-    """The run's policy as ``(uint8 NCHW batch, gen) -> batch``, or None for ``none``."""
+def policy(
+    name: str, ops: int | None = None, magnitude: int | None = None
+) -> Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None:
+    """The run's policy as ``(uint8 NCHW batch, gen) -> batch``, or None for ``none``;
+    RandAugment's ``ops`` per image at ``magnitude``."""
     if name == "autoaugment":
         return autoaugment
     if name == "randaugment":
-        ops, m = cfg["randaugment_ops"], cfg["randaugment_magnitude"]
-        return lambda x, gen: randaugment(x, gen, ops, m)
+        n, m = need(ops, "randaugment_ops"), need(magnitude, "randaugment_magnitude")
+        return lambda x, gen: randaugment(x, gen, n, m)
     return None

@@ -14,22 +14,25 @@ decides:
 """
 
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
+from ltcifar.config.records import SplitConfig, as_dict, need
 from ltcifar.config.runconfig import dumps
 from ltcifar.errors import PipelineError
 from ltcifar.files import write_text_atomic
 
 
-def class_counts(spec: dict, num_classes: int, n_max: int) -> list[int]:
+def class_counts(spec: SplitConfig, num_classes: int, n_max: int) -> list[int]:
     """Per-class training counts of a profile, computed exactly as LDAM-DRW does for ``exp``."""
-    if spec["shape"] == "exp":
-        factor = 1.0 / spec["imbalance"]
+    if spec.shape == "exp":
+        factor = 1.0 / spec.imbalance
         return [int(n_max * factor ** (i / (num_classes - 1.0))) for i in range(num_classes)]
-    if spec["shape"] == "step":
-        return [n_max if i < spec["k"] else spec["n_min"] for i in range(num_classes)]
+    if spec.shape == "step":
+        return [n_max if i < spec.k else spec.n_min for i in range(num_classes)]
     return [n_max] * num_classes
 
 
@@ -47,18 +50,18 @@ def class_orders(labels: np.ndarray, sampling: str, seed: int) -> list[np.ndarra
     return orders
 
 
-def build_index(name: str, spec: dict, labels: np.ndarray, classes: list[str]) -> dict:
+def build_index(name: str, spec: SplitConfig, labels: np.ndarray, classes: list[str]) -> dict:
     """The index of one named split: training and validation indices per class, and counts."""
-    orders = class_orders(labels, spec["sampling"], spec["seed"])
+    orders = class_orders(labels, spec.sampling, need(spec.seed, "seed"))
     available = [len(o) for o in orders]
-    val = spec["val_per_class"]
-    n_max = spec["n_max"] or min(available)
-    if spec["val_policy"] == "reserve":
+    val = spec.val_per_class
+    n_max = spec.n_max or min(available)
+    if spec.val_policy == "reserve":
         n_max = min(n_max, min(available) - val)
     counts = class_counts(spec, len(orders), n_max)
-    if spec["val_policy"] == "exact_holdout":  # a class short of leftovers gives up images
+    if spec.val_policy == "exact_holdout":  # a class short of leftovers gives up images
         counts = [min(n, avail - val) for n, avail in zip(counts, available, strict=True)]
-    reserved = 0 if spec["val_policy"] == "exact" else val  # exact: leftovers, if any
+    reserved = 0 if spec.val_policy == "exact" else val  # exact: leftovers, if any
     for c, (n, avail) in enumerate(zip(counts, available, strict=True)):
         if n <= 0 or n + reserved > avail:
             raise PipelineError(
@@ -70,8 +73,8 @@ def build_index(name: str, spec: dict, labels: np.ndarray, classes: list[str]) -
     val_idx = [o[n : n + val].tolist() for o, n in zip(orders, counts, strict=True)]  # leftovers
     return {
         "split": name,
-        "dataset": spec["dataset"],
-        "params": spec,
+        "dataset": spec.dataset,
+        "params": as_dict(spec),
         "n_max_used": n_max,
         "classes": list(classes),
         "counts": counts,
@@ -83,16 +86,18 @@ def build_index(name: str, spec: dict, labels: np.ndarray, classes: list[str]) -
     }
 
 
-def build_split(name: str, spec: dict, labels: np.ndarray, classes: list[str]) -> dict:
+def build_split(name: str, spec: SplitConfig, labels: np.ndarray, classes: list[str]) -> dict:
     """What ``data/splits/<name>.json`` holds: the index of the split's one draw (``seed``), or,
     for a split with ``draws``, one index per draw, each the index the same split with
     ``seed: <draw>`` would have (LDAM-DRW's ``rand_number``), in one file so that every stage
     that reads the split still depends on exactly one file."""
-    if "draws" not in spec:
+    if spec.draws is None:
         return build_index(name, spec, labels, classes)
-    one = {k: v for k, v in spec.items() if k != "draws"}
-    draws = {str(d): build_index(name, {**one, "seed": d}, labels, classes) for d in spec["draws"]}
-    return {"split": name, "dataset": spec["dataset"], "params": spec, "draws": draws}
+    draws = {
+        str(d): build_index(name, replace(spec, seed=d, draws=None), labels, classes)
+        for d in spec.draws
+    }
+    return {"split": name, "dataset": spec.dataset, "params": as_dict(spec), "draws": draws}
 
 
 def member(seed: int, draw: int | None = None) -> str:
@@ -179,7 +184,7 @@ def read_index(path: Path, draw: int | None = None) -> dict:
     problem = _index_problem(index)
     if problem is not None:
         raise PipelineError(f"{path}: {problem}; rerun `dvc repro lt_index`")
-    return index
+    return cast(dict, index)  # ``_index_problem`` found none: a JSON object
 
 
 def check_fits(index: dict, path: Path, labels: np.ndarray, classes: list[str]) -> None:

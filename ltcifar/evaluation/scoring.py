@@ -15,10 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ltcifar.config.records import EvaluateConfig, RunConfig, need
 from ltcifar.data.lt_index import member
 from ltcifar.data.split_data import channel_stats
 from ltcifar.device import out_of_memory_hint
-from ltcifar.evaluation.inference import load_trained, predict
+from ltcifar.evaluation.inference import Scoring, load_trained, predict
 from ltcifar.evaluation.metrics import (
     confusion,
     draw_summary,
@@ -59,14 +60,14 @@ class SeedScore:
 
 
 def score_logits(
-    logits: torch.Tensor, y: torch.Tensor, counts: np.ndarray, settings: dict
+    logits: torch.Tensor, y: torch.Tensor, counts: np.ndarray, settings: EvaluateConfig
 ) -> tuple[np.ndarray, dict[str, float]]:
     """The confusion matrix and scores of predictions ``logits`` of images labelled ``y``, of a
     model trained on ``counts`` images per class: accuracy, F1s, balanced accuracy, shot groups
     (``settings``: the evaluate block's thresholds), minority recall, calibration."""
     conf = confusion(y, logits.argmax(1), len(counts)).cpu().numpy()
     probs, labels = logits.softmax(1).cpu().numpy(), y.cpu().numpy()
-    groups = shot_groups(counts, settings["many_shot_min"], settings["few_shot_max"])
+    groups = shot_groups(counts, settings.many_shot_min, settings.few_shot_max)
     scores = {
         **summarize(conf),
         **shot_accuracy(conf, groups),
@@ -76,80 +77,83 @@ def score_logits(
     return conf, scores
 
 
-def score_seed(path: Path, test: TestSet, settings: dict) -> SeedScore:
+def score_seed(path: Path, test: TestSet, settings: EvaluateConfig) -> SeedScore:
     """One saved model's test confusion matrix and scores (``score_logits``; post-hoc adjusted
     if its config says so), with the tau it was chosen with and top-5 on 20+ classes."""
-    model, saved = load_trained(path, test.x.device)
-    cfg = saved["config"]
+    trained = load_trained(path, test.x.device)
+    model, cfg = trained.model, trained.config
     mean, std = channel_stats(test.prepared, test.x.device)
-    logits = predict(model, test.x, mean, std, cfg, torch.tensor(test.index["counts"]))
-    num_classes = len(saved["classes"])
+    counts = torch.tensor(test.index["counts"])
+    logits = predict(model, test.x, mean, std, Scoring.of(cfg), counts)
+    num_classes = len(trained.saved["classes"])
     conf, scores = score_logits(logits, test.y, test.counts, settings)
-    if cfg["posthoc_tau_grid"]:  # the tau chosen on validation images
-        scores["posthoc_tau"] = cfg["posthoc_tau"]
-    if "tau" in cfg:  # tau-norm's, chosen on validation images by the second stage
-        scores["tau"] = cfg["tau"]
+    if cfg.posthoc_tau_grid:  # the tau chosen on validation images
+        scores["posthoc_tau"] = cfg.posthoc_tau
+    if cfg.tau is not None:  # tau-norm's, chosen on validation images by the second stage
+        scores["tau"] = cfg.tau
     if num_classes >= 20:
         probs = logits.softmax(1).cpu().numpy()
         scores["top5_accuracy"] = top_k_accuracy(probs, test.y.cpu().numpy(), 5)
     sizes = dict(model.named_parameters())
-    trainable = trainable_names(model, cfg["finetune"])
+    trainable = trainable_names(model, cfg.finetune)
     return SeedScore(
         conf=conf,
         scores=scores,
-        device=saved.get("device", "unknown"),
+        device=trained.saved.get("device", "unknown"),
         params=sum(p.numel() for p in sizes.values()),
         trainable_params=sum(sizes[n].numel() for n in trainable),
     )
 
 
 def score_run(
-    run: str, cfg: dict, test: TestSet, settings: dict, draw: int | None = None
+    run: str, cfg: RunConfig, test: TestSet, settings: EvaluateConfig, draw: int | None = None
 ) -> list[SeedScore]:
     """Every seed of a run (on one draw of its split), from ``models/<run>/<member>.pt``."""
     scored = []
-    for seed in cfg["seeds"]:
+    for seed in cfg.seeds:
         path = Path("models") / run / f"{member(seed, draw)}.pt"
         with out_of_memory_hint(f"evaluating run {run!r}"):
             scored.append(score_seed(path, test, settings))
     return scored
 
 
-def describe(cfg: dict, test: TestSet, settings: dict, scored: list[SeedScore]) -> dict:
+def describe(
+    cfg: RunConfig, test: TestSet, settings: EvaluateConfig, scored: list[SeedScore]
+) -> dict:
     """What the report reads of a run: where its numbers come from and what it trained."""
     index = test.index
     return {
         "dataset": index["dataset"],
-        "split": cfg["split"],
-        "profile": settings["profile"],
-        "model": cfg["model"],
-        "loss": cfg["loss"],
-        "sampler": cfg["sampler"],
-        "mixup": cfg["mixup"],
-        "seeds": len(cfg["seeds"]),
+        "split": cfg.split,
+        "profile": settings.profile,
+        "model": cfg.model,
+        "loss": cfg.loss,
+        "sampler": cfg.sampler,
+        "mixup": cfg.mixup,
+        "seeds": len(cfg.seeds),
         "test_images": int(len(test.y)),
         "train_images": index["total_train"],
         "device": ", ".join(sorted({s.device for s in scored})),
-        "mode": cfg["finetune"],
+        "mode": cfg.finetune,
         "params": scored[-1].params,
         "trainable_params": scored[-1].trainable_params,
-        "posthoc": bool(cfg["posthoc_tau_grid"]) or cfg["posthoc_tau"] > 0,
-        "group": cfg["group"],
+        "posthoc": bool(cfg.posthoc_tau_grid) or cfg.posthoc_tau > 0,
+        "group": need(cfg.group, "group"),
         "split_shape": index["params"]["shape"],
         **{k: index["params"][k] for k in ("n_max", "n_min", "k", "imbalance")},
-        "second_stage": cfg.get("second_stage"),
-        "first_stage": cfg.get("first_stage"),
+        "second_stage": cfg.second_stage,
+        "first_stage": cfg.first_stage,
     }
 
 
-def spread(cfg: dict, by_draw: dict[int | None, list[SeedScore]]) -> dict:
+def spread(cfg: RunConfig, by_draw: dict[int | None, list[SeedScore]]) -> dict:
     """The headline means and the spread (``details.json``) of every model of a run, by draw
     (``None``: its split's only draw). With several draws, ``std`` is over training seeds at
     each draw, averaged, and ``draw_std`` over the per-draw means (``metrics.draw_summary``);
     ``draws`` names each draw's models in ``per_seed``."""
     tables = {
         draw: pd.DataFrame(
-            {member(seed, draw): s.scores for seed, s in zip(cfg["seeds"], scored, strict=True)}
+            {member(seed, draw): s.scores for seed, s in zip(cfg.seeds, scored, strict=True)}
         ).T
         for draw, scored in by_draw.items()
     }
@@ -169,9 +173,9 @@ def spread(cfg: dict, by_draw: dict[int | None, list[SeedScore]]) -> dict:
 
 def write_metrics(
     run: str,
-    cfg: dict,
+    cfg: RunConfig,
     tests: dict[int | None, TestSet],
-    settings: dict,
+    settings: EvaluateConfig,
     by_draw: dict[int | None, list[SeedScore]],
 ) -> dict:
     """Write the run's metrics, details and plot files under ``metrics/`` from every model,

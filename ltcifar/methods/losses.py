@@ -19,6 +19,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from ltcifar.config import catalog
+from ltcifar.config.records import RunConfig, need
 
 PerSample = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
@@ -54,16 +55,21 @@ def class_weights(counts: torch.Tensor, scheme: str, beta: float) -> torch.Tenso
     return (w / w.sum() * len(n)).float()
 
 
-@LOSSES.register("cross_entropy")
-def cross_entropy(counts: torch.Tensor, cfg: dict) -> PerSample:
-    eps = cfg["label_smoothing"]
+def smoothed_ce(eps: float) -> PerSample:
+    """CE on targets smoothed by ``eps`` (0: plain CE on the targets)."""
     return lambda z, t: soft_cross_entropy(z, t * (1 - eps) + eps / t.shape[1])
 
 
+@LOSSES.register("cross_entropy")
+def cross_entropy(counts: torch.Tensor, cfg: RunConfig) -> PerSample:
+    return smoothed_ce(need(cfg.label_smoothing, "label_smoothing"))
+
+
 @LOSSES.register("weighted_ce")
-def weighted_ce(counts: torch.Tensor, cfg: dict) -> PerSample:
+def weighted_ce(counts: torch.Tensor, cfg: RunConfig) -> PerSample:
     """CE re-weighted from the first epoch (inverse frequency or effective number)."""
-    w = class_weights(counts, cfg["weighting"], cfg["beta"]).to(counts.device)
+    scheme, beta = need(cfg.weighting, "weighting"), need(cfg.beta, "beta")
+    w = class_weights(counts, scheme, beta).to(counts.device)
 
     def loss(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         wi, n = t @ w, ranks()
@@ -74,12 +80,12 @@ def weighted_ce(counts: torch.Tensor, cfg: dict) -> PerSample:
 
 
 @LOSSES.register("focal")
-def focal(counts: torch.Tensor, cfg: dict) -> PerSample:
+def focal(counts: torch.Tensor, cfg: RunConfig) -> PerSample:
     """Lin et al. 2017: -sum_c t_c (1 - p_c)^gamma log p_c; gamma = 0 is CE. 1 - p is
     -expm1(log p), floored at the smallest normal float: at p = 1 the factor's derivative
     gamma (1 - p)^(gamma - 1) is infinite for gamma < 1, and 0 x inf would make the gradient
     NaN (LDAM-DRW's and torchvision's focal losses do; the floor changes the loss by < 1e-19)."""
-    gamma = cfg["focal_gamma"]
+    gamma = need(cfg.focal_gamma, "focal_gamma")
     tiny = torch.finfo(torch.float32).tiny
 
     def loss(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -90,15 +96,19 @@ def focal(counts: torch.Tensor, cfg: dict) -> PerSample:
 
 
 @LOSSES.register("balanced_softmax")
-def balanced_softmax(counts: torch.Tensor, cfg: dict) -> PerSample:
+def balanced_softmax(counts: torch.Tensor, cfg: RunConfig) -> PerSample:
     """Ren et al. 2020: softmax over z + log n_c, i.e. logit adjustment with tau = 1."""
-    return logit_adjusted(counts, {"la_tau": 1})
+    return prior_adjusted(counts, 1)
 
 
 @LOSSES.register("logit_adjusted")
-def logit_adjusted(counts: torch.Tensor, cfg: dict) -> PerSample:
+def logit_adjusted(counts: torch.Tensor, cfg: RunConfig) -> PerSample:
+    return prior_adjusted(counts, need(cfg.la_tau, "la_tau"))
+
+
+def prior_adjusted(counts: torch.Tensor, tau: float) -> PerSample:
     """Menon et al. 2021: CE on z + tau log pi; tau = 1 is Balanced Softmax."""
-    prior = cfg["la_tau"] * log_prior(counts)
+    prior = tau * log_prior(counts)
     return lambda z, t: soft_cross_entropy(z.float() + prior, t)
 
 
@@ -109,21 +119,22 @@ def ldam_margins(counts: torch.Tensor, max_margin: float) -> torch.Tensor:
 
 
 @LOSSES.register("ldam")
-def ldam(counts: torch.Tensor, cfg: dict) -> PerSample:
+def ldam(counts: torch.Tensor, cfg: RunConfig) -> PerSample:
     """LDAM-DRW's CE on s (cos(theta) - m_y e_y): the cosine head (``head: cosine``) already
     gives z = s cos(theta) with s = ``ldam_scale``, so the margin enters as s * m. Soft targets
     subtract it in proportion to each class's target mass."""
-    m, s = ldam_margins(counts, cfg["ldam_max_margin"]), cfg["ldam_scale"]
+    m = ldam_margins(counts, need(cfg.ldam_max_margin, "ldam_max_margin"))
+    s = need(cfg.ldam_scale, "ldam_scale")
     return lambda z, t: soft_cross_entropy(z.float() - s * t * m, t)
 
 
 @LOSSES.register("balpoe")
-def balpoe(counts: torch.Tensor, cfg: dict) -> PerSample:
+def balpoe(counts: torch.Tensor, cfg: RunConfig) -> PerSample:
     """Sanchez Aimar et al. 2023 (BalPoE): expert e's logits z_e (B, E, C) trained with logit
     adjustment at its own tau_e, CE(z_e + tau_e log pi), averaged over the experts; the model
     predicts with the experts' mean logits, which are consistent for the balanced error when
     the taus average to 1 (emasa/BalPoE-CalibratedLT: tau 0, 1, 2)."""
-    taus = torch.tensor(cfg["expert_taus"], device=counts.device)[None, :, None]
+    taus = torch.tensor(need(cfg.expert_taus, "expert_taus"), device=counts.device)[None, :, None]
     prior = log_prior(counts)
 
     def loss(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -133,14 +144,20 @@ def balpoe(counts: torch.Tensor, cfg: dict) -> PerSample:
     return loss
 
 
-def build_loss(cfg: dict, counts: torch.Tensor) -> LossFn:
+def mean_loss(per_sample: PerSample) -> LossFn:
+    """A per-sample loss as ``loss(logits, targets, epoch)``, averaged over the batch."""
+    return lambda logits, targets, epoch: per_sample(logits, targets).mean()
+
+
+def build_loss(cfg: RunConfig, counts: torch.Tensor) -> LossFn:
     """The run's loss as ``loss(logits, targets, epoch)``, mean-reduced, with deferred
     re-weighting (DRW) from epoch ``round(drw_from * epochs)`` when ``drw_from < 1``."""
-    per_sample = LOSSES[cfg["loss"]](counts, cfg)
-    if cfg["drw_from"] >= 1:
-        return lambda logits, targets, epoch: per_sample(logits, targets).mean()
-    drw_epoch = round(cfg["drw_from"] * cfg["epochs"])
-    weights = class_weights(counts, cfg["weighting"], cfg["beta"]).to(counts.device)
+    per_sample = LOSSES[cfg.loss](counts, cfg)
+    if cfg.drw_from >= 1:
+        return mean_loss(per_sample)
+    drw_epoch = round(cfg.drw_from * cfg.epochs)
+    scheme, beta = need(cfg.weighting, "weighting"), need(cfg.beta, "beta")
+    weights = class_weights(counts, scheme, beta).to(counts.device)
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         losses = per_sample(logits, targets)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ltcifar.config import catalog
+from ltcifar.config.records import RunConfig, need
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 StepMix = Callable[[int, torch.Tensor, torch.Tensor], Batch]
@@ -46,14 +47,14 @@ def _mix(x: torch.Tensor, t: torch.Tensor, x2: torch.Tensor, t2: torch.Tensor, l
 
 
 @MIXUPS.register("none")
-def no_mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
+def no_mixup(cfg: RunConfig) -> Callable[[Epoch], StepMix]:
     return lambda epoch: lambda step, x, t: (x, t)
 
 
 @MIXUPS.register("mixup")
-def mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
+def mixup(cfg: RunConfig) -> Callable[[Epoch], StepMix]:
     """Zhang et al. 2018: mix each image with another of the batch, lam ~ Beta(alpha, alpha)."""
-    alpha = cfg["mixup_alpha"]
+    alpha = need(cfg.mixup_alpha, "mixup_alpha")
 
     def per_epoch(epoch: Epoch) -> StepMix:
         lams, perms = betas(alpha, alpha, epoch.steps), permutations(epoch)
@@ -63,9 +64,9 @@ def mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
 
 
 @MIXUPS.register("balanced_mixup")
-def balanced_mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
+def balanced_mixup(cfg: RunConfig) -> Callable[[Epoch], StepMix]:
     """Galdran et al. 2021: a class-balanced batch mixed in with weight lam ~ Beta(alpha, 1)."""
-    alpha = cfg["balanced_mixup_alpha"]
+    alpha = need(cfg.balanced_mixup_alpha, "balanced_mixup_alpha")
 
     def per_epoch(epoch: Epoch) -> StepMix:
         lams = betas(alpha, 1.0, epoch.steps)
@@ -76,9 +77,9 @@ def balanced_mixup(cfg: dict) -> Callable[[Epoch], StepMix]:
 
 
 @MIXUPS.register("cutmix")
-def cutmix(cfg: dict) -> Callable[[Epoch], StepMix]:
+def cutmix(cfg: RunConfig) -> Callable[[Epoch], StepMix]:
     """Yun et al. 2019: paste a box of another image; targets mixed by the box's exact area."""
-    alpha = cfg["cutmix_alpha"]
+    alpha = need(cfg.cutmix_alpha, "cutmix_alpha")
 
     def per_epoch(epoch: Epoch) -> StepMix:
         cuts = [(1 - lam) ** 0.5 for lam in betas(alpha, alpha, epoch.steps)]

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltcifar.config import catalog
+from ltcifar.config.records import RunConfig, need
 
 MODELS = catalog.Registry("model", catalog.MODELS)
 
@@ -85,7 +86,9 @@ class CosineHead(nn.Module):
             return self.scale * (F.normalize(x.float(), dim=1) @ F.normalize(self.weight, dim=0))
 
 
-def make_head(head: str, features: int, num_classes: int, cosine_scale: float) -> nn.Module:
+def make_head(
+    head: str, features: int, num_classes: int, cosine_scale: float
+) -> LinearHead | CosineHead:
     """The classifier of ``head: linear | cosine``, computed in fp32."""
     if head == "cosine":
         return CosineHead(features, num_classes, cosine_scale)
@@ -251,12 +254,19 @@ def build_model(name: str, num_classes: int, in_channels: int = 3, **options: ob
     return MODELS[name](num_classes, in_channels=in_channels, **options)
 
 
-def model_options(cfg: dict) -> dict:
-    """The builder options of a run's config: its catalogue keys, and the cosine head's scale,
-    ``ldam_scale`` (LDAM's s, and the one scale of cosine logits whatever the loss)."""
-    options = {k: cfg[k] for k in catalog.MODELS[cfg["model"]].reads if k in cfg}
-    if cfg.get("head") == "cosine":
-        options["cosine_scale"] = cfg["ldam_scale"]
-    if cfg.get("experts", 1) > 1:  # BalPoE's net of experts (CIFAR nets only)
-        options["experts"] = cfg["experts"]
+def model_options(cfg: RunConfig) -> dict[str, object]:
+    """The builder options of a run's config: the settings its catalogue entry reads, and the
+    cosine head's scale, ``ldam_scale`` (LDAM's s, and the one scale of cosine logits whatever
+    the loss)."""
+    settings = {
+        "shortcut": cfg.shortcut,
+        "head": cfg.head,
+        "input_size": cfg.input_size,
+        "stem": cfg.stem,
+    }
+    options: dict[str, object] = {k: need(settings[k], k) for k in catalog.MODELS[cfg.model].reads}
+    if cfg.head == "cosine":
+        options["cosine_scale"] = need(cfg.ldam_scale, "ldam_scale")
+    if cfg.experts > 1:  # BalPoE's net of experts (CIFAR nets only)
+        options["experts"] = cfg.experts
     return options

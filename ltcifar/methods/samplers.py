@@ -8,6 +8,7 @@ differing only in q: uniform, proportional to sqrt(n_c), or moving from n_c/N to
 import torch
 
 from ltcifar.config import catalog
+from ltcifar.config.records import RunConfig
 
 SAMPLERS = catalog.Registry("sampler", catalog.SAMPLERS)
 
@@ -53,8 +54,8 @@ def progressive(labels, counts, epoch, epochs, gen) -> torch.Tensor:
     return class_weighted_draw(labels, counts, q, labels.numel(), gen)
 
 
-def sampler_for(cfg: dict, epoch: int) -> str:
+def sampler_for(cfg: RunConfig, epoch: int) -> str:
     """Deferred re-sampling (DRS): class-balanced from epoch ``round(drs_from * epochs)`` on."""
-    if cfg["drs_from"] < 1 and epoch >= round(cfg["drs_from"] * cfg["epochs"]):
+    if cfg.drs_from < 1 and epoch >= round(cfg.drs_from * cfg.epochs):
         return "class_balanced"
-    return cfg["sampler"]
+    return cfg.sampler

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ltcifar.config.records import RunConfig, need
 from ltcifar.errors import PipelineError
 from ltcifar.methods.models import TorchvisionNet
 
@@ -63,14 +64,14 @@ def train_mode(model: nn.Module, mode: str) -> None:
                 m.eval()
 
 
-def param_groups(model: nn.Module, cfg: dict) -> list[dict]:
+def param_groups(model: nn.Module, cfg: RunConfig) -> list[dict]:
     """Trainable parameters in two groups: backbone at lr * lr_backbone_factor, head at lr."""
-    head = head_names(model) if cfg["finetune"] != "scratch" else set()
-    backbone_lr = cfg["lr"] * (cfg["lr_backbone_factor"] if head else 1.0)
+    head = head_names(model) if cfg.finetune != "scratch" else set()
+    backbone_lr = cfg.lr * (need(cfg.lr_backbone_factor, "lr_backbone_factor") if head else 1.0)
     trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in trainable if n not in head], "lr": backbone_lr},
-        {"params": [p for n, p in trainable if n in head], "lr": cfg["lr"]},
+        {"params": [p for n, p in trainable if n in head], "lr": cfg.lr},
     ]
     return [g for g in groups if g["params"]]
 
