@@ -36,7 +36,7 @@ def test_loss_is_each_experts_logit_adjusted_ce_averaged():
     g = torch.Generator().manual_seed(0)
     z, y = torch.randn(8, 3, 3, generator=g), torch.randint(0, 3, (8,), generator=g)
     taus = [0.0, 1.0, 2.0]
-    got = LOSSES["balpoe"](COUNTS, {"expert_taus": taus})(z, F.one_hot(y, 3).float())
+    got = LOSSES["balpoe"](COUNTS, recipe(expert_taus=taus))(z, F.one_hot(y, 3).float())
     prior = log_prior(COUNTS)
     want = torch.stack(
         [F.cross_entropy(z[:, e] + tau * prior, y, reduction="none") for e, tau in enumerate(taus)]
@@ -51,7 +51,7 @@ def fitted_mean_logits(taus: list[float], p_x_given_y: torch.Tensor, prior: torc
     f = torch.zeros(
         len(taus), p_x_given_y.shape[1], len(prior), dtype=torch.float64, requires_grad=True
     )
-    loss_fn = LOSSES["balpoe"](prior * 1000, {"expert_taus": taus})
+    loss_fn = LOSSES["balpoe"](prior * 1000, recipe(expert_taus=taus))
     targets = torch.eye(len(prior), dtype=torch.float64)
     opt = torch.optim.LBFGS([f], max_iter=500, tolerance_grad=1e-12, line_search_fn="strong_wolfe")
 

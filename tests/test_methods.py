@@ -15,6 +15,7 @@ from ltcifar.config.schema import ParamsError
 from ltcifar.methods.losses import LOSSES, build_loss, class_weights, ldam_margins
 from ltcifar.methods.mixup import MIXUPS, Epoch
 from ltcifar.methods.samplers import SAMPLERS, balanced_draw, sampler_for
+from tests.conftest import recipe
 
 COUNTS = torch.tensor([5000, 2000, 800, 300, 120, 50])
 
@@ -33,7 +34,7 @@ def batch(n: int = 64, c: int = 6, seed: int = 0):
 
 def mean_loss(name: str, counts=COUNTS, **over) -> torch.Tensor:
     logits, _, t = batch()
-    return LOSSES[name](counts, cfg(**over))(logits, t).mean()
+    return LOSSES[name](counts, recipe(**over))(logits, t).mean()
 
 
 def test_logit_adjusted_tau_1_equals_balanced_softmax_equals_ce_plus_log_prior():
@@ -87,7 +88,7 @@ def test_ldam_margins_and_loss():
     cos = torch.tanh(logits)  # cosines in [-1, 1]; the cosine head hands the loss 30 * cos
     index = F.one_hot(y, 6).bool()
     reference = F.cross_entropy(30 * torch.where(index, cos - m[y][:, None], cos), y)  # LDAMLoss
-    loss = LOSSES["ldam"](COUNTS, cfg(ldam_max_margin=0.5, ldam_scale=30.0))
+    loss = LOSSES["ldam"](COUNTS, recipe(ldam_max_margin=0.5, ldam_scale=30.0))
     torch.testing.assert_close(loss(30 * cos, t).mean(), reference)
 
 
@@ -97,7 +98,7 @@ def test_deferred_reweighting_switches_at_its_epoch():
     plain = build_loss(cfg(loss="ldam", head="cosine"), COUNTS)
     w = class_weights(COUNTS, "effective", 0.9999)
     torch.testing.assert_close(loss(logits, t, 7), plain(logits, t, 7))
-    per = LOSSES["ldam"](COUNTS, cfg())(logits, t)
+    per = LOSSES["ldam"](COUNTS, recipe())(logits, t)
     torch.testing.assert_close(loss(logits, t, 8), (w[y] * per).sum() / w[y].sum())
 
 
@@ -143,7 +144,7 @@ def mix_epoch(name: str, steps: int, x: torch.Tensor, t: torch.Tensor, batch_fn,
     the balanced partner batch of given indices."""
     gen = torch.Generator().manual_seed(0)
     balanced = lambda n: torch.randint(len(x), (n,), generator=gen)  # noqa: E731
-    return MIXUPS[name](cfg(**over))(Epoch(steps, len(x), gen, balanced, batch_fn))
+    return MIXUPS[name](recipe(**over))(Epoch(steps, len(x), gen, balanced, batch_fn))
 
 
 @pytest.mark.parametrize("name", ["mixup", "balanced_mixup", "cutmix", "none"])
@@ -203,7 +204,7 @@ def test_balanced_partner_draw_is_class_balanced():
 
 
 def test_sampler_for_epoch():
-    drs = cfg(drs_from=0.5, epochs=10)
+    drs = recipe(drs_from=0.5, epochs=10)
     assert [sampler_for(drs, e) for e in (0, 4, 5, 9)] == ["instance"] * 2 + ["class_balanced"] * 2
 
 
@@ -305,7 +306,7 @@ def test_focal_loss_below_gamma_1_stays_finite_where_p_is_1():
     gradient stay finite, and the loss equals the formula elsewhere."""
     logits = torch.tensor([[120.0, 0.0, 0.0], [2.0, 1.0, 0.0]], requires_grad=True)
     t = F.one_hot(torch.tensor([0, 1]), 3).float()
-    loss = LOSSES["focal"](COUNTS[:3], cfg(focal_gamma=0.5))(logits, t)
+    loss = LOSSES["focal"](COUNTS[:3], recipe(focal_gamma=0.5))(logits, t)
     loss.sum().backward()
     assert torch.isfinite(loss).all() and torch.isfinite(logits.grad).all()
     p = logits[1].detach().softmax(0)[1]

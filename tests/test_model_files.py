@@ -9,6 +9,7 @@ import pytest
 import torch
 import torchvision
 
+from ltcifar.config.records import RunConfig, as_dict
 from ltcifar.errors import PipelineError
 from ltcifar.evaluation.inference import load_trained
 from ltcifar.methods.models import build_model, model_options
@@ -20,17 +21,17 @@ from tests.conftest import recipe
 CPU = torch.device("cpu")
 
 
-def save_model_file(path: Path, cfg: dict, **extra) -> dict:
+def save_model_file(path: Path, cfg: RunConfig, **extra) -> dict:
     """A model file exactly as ``stages/train.py`` writes it."""
     torch.manual_seed(0)
-    model = build_model(cfg["model"], 4, 3, **model_options(cfg))
+    model = build_model(cfg.model, 4, 3, **model_options(cfg))
     saved = {
         "state_dict": model.state_dict(),
-        "config": cfg,
+        "config": as_dict(cfg),
         "seed": 0,
         "classes": ["a", "b", "c", "d"],
         "in_channels": 3,
-        "selected_epoch": cfg["epochs"] - 1,
+        "selected_epoch": cfg.epochs - 1,
         "device": "cpu: some model (1 threads)",
         **extra,
     }
@@ -40,9 +41,28 @@ def save_model_file(path: Path, cfg: dict, **extra) -> dict:
 
 def test_train_stage_model_file_loads_as_data(tmp_path):
     saved = save_model_file(tmp_path / "seed0.pt", recipe())
-    model, got = load_trained(tmp_path / "seed0.pt", CPU)
-    assert got["classes"] == saved["classes"] and got["config"] == saved["config"]
-    assert all(torch.equal(v, saved["state_dict"][k]) for k, v in model.state_dict().items())
+    got = load_trained(tmp_path / "seed0.pt", CPU)
+    assert got.saved["classes"] == saved["classes"] and got.saved["config"] == saved["config"]
+    assert as_dict(got.config) == as_dict(recipe())
+    assert all(torch.equal(v, saved["state_dict"][k]) for k, v in got.model.state_dict().items())
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda c: c.pop("head"), "lacks the key 'head'"),
+        (lambda c: c.update(width=2), "has the unknown key 'width'"),
+    ],
+)
+def test_a_model_file_of_older_code_says_to_retrain(tmp_path, edit, problem):
+    """Only the off values of optional features are filled in from today's code."""
+    path = tmp_path / "seed0.pt"
+    saved = save_model_file(path, recipe())
+    edit(saved["config"])
+    save_atomic(saved, path)
+    with pytest.raises(PipelineError, match=f"{problem}; it was saved by older code") as e:
+        load_trained(path, CPU)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
 
 
 def test_model_file_that_would_run_code_is_refused_unrun(tmp_path):

@@ -17,11 +17,12 @@ from torch import nn
 
 from ltcifar.config import params as config
 from ltcifar.config import runs as resolution
+from ltcifar.config.records import RunConfig, SplitConfig
 from ltcifar.config.runconfig import dumps, read_run_config
 from ltcifar.config.schema import ParamsError
 from ltcifar.data.download import fetch_file
 from ltcifar.errors import PipelineError
-from ltcifar.evaluation.inference import predict
+from ltcifar.evaluation.inference import Scoring, predict
 from ltcifar.evaluation.metrics import confusion, summarize
 from ltcifar.methods.models import TorchvisionNet, build_model, model_options
 from ltcifar.methods.transfer import (
@@ -84,7 +85,7 @@ def n_params(model: nn.Module, names: set[str]) -> int:
     return sum(p.numel() for n, p in model.named_parameters() if n in names)
 
 
-def transfer_cfg(**over) -> dict:
+def transfer_cfg(**over) -> RunConfig:
     return recipe(**{"finetune": "linear", "lr_backbone_factor": 1.0, **over})
 
 
@@ -175,7 +176,7 @@ def test_one_step_moves_only_trainable_weights(arch, mode):
     cfg = transfer_cfg(finetune=mode, lr=0.1, lr_backbone_factor=0.1)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     stats = bn_buffers(model)
-    opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg["lr"], momentum=0.9, weight_decay=0.1)
+    opt = torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=0.9, weight_decay=0.1)
     train_mode(model, mode)
     bn_modules = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     assert all(m.training == (mode in ("full", "scratch")) for m in bn_modules)
@@ -500,8 +501,9 @@ def test_pretrained_backbone_stage_to_transfer_run(tmp_path):
         dumps(files["runs/transfer_linear.json"])
     )
     cfg = read_run_config("transfer_linear", work / "configs")
-    assert (cfg["model"], cfg["finetune"], cfg["split"]) == ("resnet20", "linear", "balanced")
-    spec = params["profiles"]["quick"]["splits"]["balanced"]
+    assert isinstance(cfg, RunConfig)
+    assert (cfg.model, cfg.finetune, cfg.split) == ("resnet20", "linear", "balanced")
+    spec = SplitConfig(**params["profiles"]["quick"]["splits"]["balanced"])
     index = build_index("balanced", spec, arrays["y_train"], [str(c) for c in arrays["classes"]])
     data = split_data(index, CPU, work / "data")
     out = train(cfg, data, 0, CPU, backbone=state).state_dict
@@ -511,10 +513,10 @@ def test_pretrained_backbone_stage_to_transfer_run(tmp_path):
     assert not torch.equal(out["fc.weight"], state["fc.weight"])
 
 
-def _evaluate(cfg: dict, state: dict, data, x_test, y_test) -> float:
-    model = build_model(cfg["model"], data.num_classes, data.in_channels, **model_options(cfg))
+def _evaluate(cfg: RunConfig, state: dict, data, x_test, y_test) -> float:
+    model = build_model(cfg.model, data.num_classes, data.in_channels, **model_options(cfg))
     model.load_state_dict(state)
-    logits = predict(model, x_test, data.mean, data.std, cfg)
+    logits = predict(model, x_test, data.mean, data.std, Scoring.of(cfg))
     return summarize(confusion(y_test, logits.argmax(1), data.num_classes).numpy())["accuracy"]
 
 
@@ -597,7 +599,8 @@ def test_run_config_holds_finetune_only_when_it_transfers(tmp_path):
     assert resolution.run_config(params, "transfer_linear", "full")["finetune"] == "linear"
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "transfer_scratch.json").write_text(dumps(scratch))
-    assert read_run_config("transfer_scratch", tmp_path)["finetune"] == "scratch"  # catalog.OFF
+    read = read_run_config("transfer_scratch", tmp_path)
+    assert isinstance(read, RunConfig) and read.finetune == "scratch"  # catalog.OFF
 
 
 def test_transfer_run_may_not_set_model(tmp_path):
