@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
+from typing import cast
 
 import torch
 
@@ -34,7 +35,8 @@ def compiled(model: torch.nn.Module, mode: str) -> torch.nn.Module:
     """``compile: always`` wraps the model in torch.compile (tens of seconds to compile);
     ``never``, the default, runs it eager: default-mode compiling made these small nets' steps
     slower on an H200 (docs/speed.md)."""
-    return torch.compile(model) if mode == "always" else model
+    # torch.compile of a module returns a module; its stub says a callable
+    return cast(torch.nn.Module, torch.compile(model)) if mode == "always" else model
 
 
 def autocast_dtype(device_type: str, precision: str) -> torch.dtype | None:

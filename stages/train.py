@@ -11,10 +11,12 @@ note in each folder and returns before torch is imported.
 """
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ltcifar.config.runconfig import read_run_config, skipped, write_skipped
+from ltcifar.config.records import RunConfig, Skipped, as_dict
+from ltcifar.config.runconfig import read_run_config, write_skipped
 from ltcifar.errors import PipelineError, run_stage, stage_parser
 
 if TYPE_CHECKING:  # imported where used: a skipped run never imports torch
@@ -27,7 +29,7 @@ if TYPE_CHECKING:  # imported where used: a skipped run never imports torch
 
 def train_seeds(
     run: str,
-    cfg: dict,
+    cfg: RunConfig,
     data: "SplitData",
     device: "torch.device",
     backbone: dict | None,
@@ -42,23 +44,22 @@ def train_seeds(
     from ltcifar.training.engine import train, train_stacked
     from ltcifar.training.logs import dvclive_logger
 
-    seeds = cfg["seeds"]
-    if cfg["stack_seeds"] and len(seeds) > 1:
+    seeds = cfg.seeds
+    if cfg.stack_seeds and len(seeds) > 1:
         lives, logs = zip(*(dvclive_logger(run, s, draw=draw) for s in seeds), strict=True)
-        results = train_stacked(cfg, data, seeds, device, ckpts, list(logs))
-    else:
-        lives, results = [], []
-        for seed, ckpt in zip(seeds, ckpts, strict=True):
-            live, log = dvclive_logger(run, seed, draw=draw) if logging else (None, None)
-            lives.append(live)
-            results.append(train(cfg, data, seed, device, ckpt, log=log, backbone=backbone))
-    return list(lives), results
+        return list(lives), train_stacked(cfg, data, seeds, device, ckpts, list(logs))
+    each, results = [], []
+    for seed, ckpt in zip(seeds, ckpts, strict=True):
+        live, log = dvclive_logger(run, seed, draw=draw) if logging else (None, None)
+        each.append(live)
+        results.append(train(cfg, data, seed, device, ckpt, log=log, backbone=backbone))
+    return each, results
 
 
 def main(run: str = "candidate") -> None:
     cfg = read_run_config(run)
-    if why := skipped(cfg):
-        write_skipped(run, why, (Path("models") / run, Path("logs") / run))
+    if isinstance(cfg, Skipped):
+        write_skipped(run, cfg.skipped, (Path("models") / run, Path("logs") / run))
         return
     from ltcifar.data.lt_index import split_draws
     from ltcifar.device import select_device
@@ -66,8 +67,8 @@ def main(run: str = "candidate") -> None:
     from ltcifar.training import ddp
     from ltcifar.training.gpus import pin_worker
 
-    if cfg["processes"] > 1 and not ddp.under_torchrun():  # one rank per process, via torchrun
-        code = ddp.relaunch(cfg["processes"], ["stages.train", run])
+    if cfg.processes > 1 and not ddp.under_torchrun():  # one rank per process, via torchrun
+        code = ddp.relaunch(cfg.processes, ["stages.train", run])
         if code:
             raise PipelineError(f"run {run!r}: torchrun exited with status {code} (see above)")
         return
@@ -75,14 +76,14 @@ def main(run: str = "candidate") -> None:
         world, device = ddp.join(select_device())
     else:  # one GPU per queued worker; CPU threads shared among workers
         world, device = ddp.World(), pin_worker()
-    backbone = load_backbone() if cfg["finetune"] != "scratch" else None
-    for draw in split_draws(Path("data/splits") / f"{cfg['split']}.json"):
+    backbone = load_backbone() if cfg.finetune != "scratch" else None
+    for draw in split_draws(Path("data/splits") / f"{cfg.split}.json"):
         train_draw(run, cfg, device, world, backbone, draw)
 
 
 def train_draw(
     run: str,
-    cfg: dict,
+    cfg: RunConfig,
     device: "torch.device",
     world: "World",
     backbone: dict | None,
@@ -94,15 +95,15 @@ def train_draw(
     from ltcifar.device import device_name, out_of_memory_hint
     from ltcifar.training.checkpoints import save_atomic
 
-    data = load_split(cfg["split"], device, draw=draw)
+    data = load_split(cfg.split, device, draw=draw)
     ranks = f" x {world.size} DDP ranks" if world.size > 1 else ""
     if world.main:
         print(
-            f"{run}: {cfg['model']} / {cfg['loss']} / {cfg['sampler']} / {cfg['mixup']} on split "
-            f"{cfg['split']}{'' if draw is None else f' draw {draw}'} ({len(data.y)} train, "
-            f"{len(data.y_val)} val), {cfg['epochs']} epochs, device {device}{ranks}"
+            f"{run}: {cfg.model} / {cfg.loss} / {cfg.sampler} / {cfg.mixup} on split "
+            f"{cfg.split}{'' if draw is None else f' draw {draw}'} ({len(data.y)} train, "
+            f"{len(data.y_val)} val), {cfg.epochs} epochs, device {device}{ranks}"
         )
-    seeds = cfg["seeds"]
+    seeds = cfg.seeds
     names = [member(seed, draw) for seed in seeds]
     ckpts = [Path("checkpoints") / run / f"{name}.pt" for name in names]
     with out_of_memory_hint(f"run {run!r}"):
@@ -115,7 +116,7 @@ def train_draw(
         save_atomic(
             {
                 "state_dict": result.state_dict,
-                "config": {**cfg, "posthoc_tau": result.posthoc_tau},
+                "config": as_dict(replace(cfg, posthoc_tau=result.posthoc_tau)),
                 "seed": seed,
                 "classes": data.classes,
                 "in_channels": data.in_channels,

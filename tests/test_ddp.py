@@ -20,6 +20,7 @@ from scipy import stats
 from torch import nn
 from torch.multiprocessing.spawn import ProcessException
 
+from ltcifar.config.records import as_dict
 from ltcifar.device import syncs_batchnorm
 from ltcifar.errors import PipelineError
 from ltcifar.evaluation.inference import load_trained
@@ -201,7 +202,7 @@ def _rank(
         _watch(seen, kill_at)
         cfg = recipe(**{**CFG, **(over or {})}, processes=2)
         ckpt = Path(out).with_suffix(".ckpt")
-        bb = BACKBONES[data]() if cfg["finetune"] != "scratch" else None
+        bb = BACKBONES[data]() if cfg.finetune != "scratch" else None
         result = train(cfg, DATA[data](), 0, torch.device("cpu"), ckpt, backbone=bb)
         if rank == 0:
             torch.save({"state": result.state_dict, "history": result.history, **seen}, out)
@@ -329,9 +330,9 @@ def test_a_synchronised_model_saves_and_loads_as_the_plain_model(tmp_path: Path)
     assert "SyncBatchNorm" in bn_kinds(synced)
     assert list(synced.state_dict()) == list(plain.state_dict())
     config = recipe(channels_last=False)  # the same kernels as ``plain``: equal bits
-    saved = {"state_dict": synced.state_dict(), "config": config, "classes": list("abcd")}
+    saved = {"state_dict": synced.state_dict(), "config": as_dict(config), "classes": list("abcd")}
     save_atomic({**saved, "in_channels": 3}, tmp_path / "seed0.pt")
-    loaded, _ = load_trained(tmp_path / "seed0.pt", torch.device("cpu"))
+    loaded = load_trained(tmp_path / "seed0.pt", torch.device("cpu")).model
     assert bn_kinds(loaded) == bn_kinds(plain)
     x = torch.randn(4, 3, 16, 16)
     want = plain.eval()(x)
@@ -375,7 +376,7 @@ def test_one_process_reweighted_losses_are_computed_as_before():
             reweighted_loss("weighted_ce")(z, t, 0), (ce * w_ce / w_ce.mean()).mean()
         )
         per = LOSSES["ldam"](COUNTS, recipe(**REWEIGHTED["ldam_drw"]))(z, t)
-        w = t @ class_weights(COUNTS, "effective", recipe()["beta"])
+        w = t @ class_weights(COUNTS, "effective", recipe().beta)
         assert torch.equal(reweighted_loss("ldam_drw")(z, t, 1), (w * per).sum() / w.sum())
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from ltcifar import device
+from ltcifar.config.records import SecondConfig, as_dict, parse
 from ltcifar.config.second import second_config
 from ltcifar.evaluation import inference
 from ltcifar.methods.models import build_model
@@ -72,12 +73,13 @@ def test_posthoc_la_runs_on_a_second_stage_config_as_cuda_would(tiny, monkeypatc
     monkeypatch.setattr(
         inference, "autocast_for", lambda d, *a: cuda_like(torch.device("cuda"), *a)
     )
-    run_cfg = recipe(split="s")
+    run_cfg = as_dict(recipe(split="s"))
     entry = {"run": "t", "split": "s", "method": "posthoc_la", "tau_grid": [0.0, 1.0]}
     cfg = second_config("t_posthoc_la", entry, run_cfg)
     assert "precision" not in cfg
     model = build_model("resnet20", tiny.num_classes, tiny.in_channels)
-    assert set(posthoc_la(model, tiny, cfg, torch.Generator())) == {"tau"}
+    second = parse(SecondConfig, cfg, "t_posthoc_la")
+    assert set(posthoc_la(model, tiny, second, torch.Generator())) == {"tau"}
 
 
 def test_device_name_names_the_card_or_the_cpu(monkeypatch):

@@ -4,23 +4,25 @@ import math
 import os
 import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+from ltcifar.config.records import RunConfig
 from ltcifar.data.datasets import DATASETS
 from ltcifar.data.split_data import SplitData
 from ltcifar.errors import PipelineError
-from ltcifar.evaluation.inference import predict
+from ltcifar.evaluation.inference import Scoring, predict
 from ltcifar.evaluation.metrics import confusion, summarize
 from ltcifar.methods.losses import build_loss
 from ltcifar.methods.models import build_model
 from ltcifar.training import engine, optim
-from ltcifar.training.checkpoints import fingerprint
+from ltcifar.training.checkpoints import fingerprint, seed_config
 from ltcifar.training.engine import train
-from ltcifar.training.optim import lr_factor
+from ltcifar.training.optim import Schedule, lr_factor
 from tests.archives import RunsCode
 from tests.conftest import FASHION, make_split, recipe, strip_speed
 
@@ -64,8 +66,8 @@ def test_checkpoint_of_another_config_is_not_resumed(tiny, tmp_path, capsys):
     train(recipe(epochs=1), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
     capsys.readouterr()
     run = train(recipe(epochs=2, lr=0.05), tiny, 0, torch.device("cpu"), ckpt_path=ckpt)
-    old = fingerprint({**recipe(epochs=1), "seed": 0})
-    new = fingerprint({**recipe(epochs=2, lr=0.05), "seed": 0})
+    old = fingerprint(seed_config(recipe(epochs=1), 0))
+    new = fingerprint(seed_config(recipe(epochs=2, lr=0.05), 0))
     assert old != new
     assert capsys.readouterr().out.splitlines() == [
         f"not resuming t seed 0 from {ckpt}: its config fingerprint {old} differs from this "
@@ -106,7 +108,7 @@ def test_learns_fashion_mnist_subset():
     model.load_state_dict(result.state_dict)
     x_test = torch.from_numpy(arrays["x_test"][:2000].copy())
     y_test = torch.from_numpy(arrays["y_test"][:2000].copy())
-    logits = predict(model, x_test, data.mean, data.std, recipe())
+    logits = predict(model, x_test, data.mean, data.std, Scoring.of(recipe()))
     scores = summarize(confusion(y_test, logits.argmax(1), 10).numpy())
     # chance is 0.1; observed on an AMD EPYC with 1 and 2 threads: test 0.70, validation
     # 0.67-0.68, so 0.6 leaves a margin of 0.07 or more on any CPU's rounding
@@ -114,7 +116,7 @@ def test_learns_fashion_mnist_subset():
     assert result.history[-1]["val/accuracy"] > 0.6
 
 
-def host_reads(cfg: dict, data: SplitData) -> int:
+def host_reads(cfg: RunConfig, data: SplitData) -> int:
     """How many times a run reads a tensor's value on the host (``.item()``, ``int(t)``, ...):
     on CUDA each is a device sync that stalls the launch queue."""
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -137,7 +139,7 @@ def test_the_hot_loop_reads_nothing_on_the_host_per_step(tiny, mixup):
     """Twice the steps per epoch, the same host reads: only per-epoch work reads values."""
     small = make_split(tiny.x[:64].numpy(), tiny.y[:64].numpy(), 0, 4)
     cfg = recipe(epochs=2, warmup_epochs=0, mixup=mixup, batch_size=8, sampler="class_balanced")
-    assert host_reads(cfg, small) == host_reads({**cfg, "batch_size": 4}, small)
+    assert host_reads(cfg, small) == host_reads(replace(cfg, batch_size=4), small)
 
 
 def test_non_finite_loss_gives_the_lr_of_that_step_and_what_to_change(tiny):
@@ -147,7 +149,7 @@ def test_non_finite_loss_gives_the_lr_of_that_step_and_what_to_change(tiny):
     ) as err:
         train(cfg, tiny, 3, torch.device("cpu"))
     epoch, step = map(int, re.search(r"at epoch (\d+), step (\d+)", str(err.value)).groups())
-    lr = 1e6 * lr_factor(cfg, len(tiny.y) // 32)(epoch * (len(tiny.y) // 32) + step)
+    lr = 1e6 * lr_factor(Schedule.of(cfg), len(tiny.y) // 32)(epoch * (len(tiny.y) // 32) + step)
     assert f"the lr at that step was {lr:.6g} (base lr 1000000.0)" in str(err.value)
     assert "lower lr, set grad_clip, or precision: fp32" in str(err.value)
 
@@ -225,10 +227,10 @@ def test_multistep_schedule_reproduces_ldam_drw_lr_at_every_step():
     """The lr the optimiser uses at each step of an epoch (LambdaLR, stepped per batch as in the
     engine) equals LDAM-DRW's for that epoch."""
     cfg, steps = recipe(**LDAM_DRW_SCHEDULE), 7
-    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg["lr"])
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps))
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(Schedule.of(cfg), steps))
     used = []
-    for _ in range(cfg["epochs"] * steps):
+    for _ in range(cfg.epochs * steps):
         used.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
@@ -240,7 +242,7 @@ def test_multistep_schedule_reproduces_ldam_drw_lr_at_every_step():
 
 def test_step_warmup_is_linear_per_step():
     cfg, steps = recipe(**{**LDAM_DRW_SCHEDULE, "warmup": "step"}), 7
-    factor = lr_factor(cfg, steps)
+    factor = lr_factor(Schedule.of(cfg), steps)
     assert [factor(s) for s in range(35)] == pytest.approx([(s + 1) / 35 for s in range(35)])
     assert factor(35) == 1.0 and factor(160 * 7 - 1) == 1.0 and factor(160 * 7) == 0.01
 
@@ -309,7 +311,7 @@ def test_bf16_autocast_step_feeds_the_loss_fp32_logits(tiny, monkeypatch):
     assert bf16.history[0]["train/loss"] == pytest.approx(fp32.history[0]["train/loss"], rel=0.05)
 
 
-def one_step(tiny: SplitData) -> dict:
+def one_step(tiny: SplitData) -> RunConfig:
     """A one-step run: these tiny runs are chaotic, so rounding differences grow within
     a few steps, and kernels that should agree are compared after one."""
     return recipe(epochs=1, batch_size=len(tiny.y), warmup_epochs=0)
@@ -334,8 +336,8 @@ def test_fused_sgd_equals_foreach(tiny, monkeypatch):
 
 
 def test_channels_last_equals_contiguous(tiny):
-    last = train({**one_step(tiny), "channels_last": True}, tiny, 0, torch.device("cpu"))
-    plain = train({**one_step(tiny), "channels_last": False}, tiny, 0, torch.device("cpu"))
+    last = train(replace(one_step(tiny), channels_last=True), tiny, 0, torch.device("cpu"))
+    plain = train(replace(one_step(tiny), channels_last=False), tiny, 0, torch.device("cpu"))
     assert last.state_dict["stem.0.weight"].is_contiguous(memory_format=torch.channels_last)
     assert_same_step(last, plain, atol=1e-3)
 
@@ -344,7 +346,7 @@ def test_channels_last_equals_contiguous(tiny):
 @pytest.mark.skipif(shutil.which("cc") is None, reason="inductor needs a C compiler")
 def test_compiled_model_trains_like_eager(tiny):
     eager = train(one_step(tiny), tiny, 0, torch.device("cpu"))
-    compiled = train({**one_step(tiny), "compile": "always"}, tiny, 0, torch.device("cpu"))
+    compiled = train(replace(one_step(tiny), compile="always"), tiny, 0, torch.device("cpu"))
     assert_same_step(compiled, eager, atol=1e-3)
 
 
@@ -368,9 +370,9 @@ def test_validation_watches_the_runs_own_loss(tiny):
     the log prior) on the validation logits; ``val/loss`` stays plain cross-entropy."""
     cfg = recipe()
     model = build_model("resnet20", tiny.num_classes, tiny.in_channels)
-    loss_fn = build_loss({**cfg, "loss": "balanced_softmax"}, tiny.counts)
+    loss_fn = build_loss(replace(cfg, loss="balanced_softmax"), tiny.counts)
     row = engine.validate(model, tiny, cfg, lambda z, y: loss_fn(z, F.one_hot(y, 4).float(), 0))
-    logits = predict(model, tiny.x_val, tiny.mean, tiny.std, cfg)
+    logits = predict(model, tiny.x_val, tiny.mean, tiny.std, Scoring.of(cfg))
     prior = tiny.counts.float() / tiny.counts.sum()
     expected = F.cross_entropy(logits + prior.log(), tiny.y_val).item()
     assert row["val/training_loss"] == pytest.approx(expected, rel=1e-5)

@@ -94,8 +94,8 @@ def test_ldam_margins_and_loss():
 
 def test_deferred_reweighting_switches_at_its_epoch():
     logits, y, t = batch()
-    loss = build_loss(cfg(loss="ldam", head="cosine", drw_from=0.8, epochs=10), COUNTS)
-    plain = build_loss(cfg(loss="ldam", head="cosine"), COUNTS)
+    loss = build_loss(recipe(loss="ldam", head="cosine", drw_from=0.8, epochs=10), COUNTS)
+    plain = build_loss(recipe(loss="ldam", head="cosine"), COUNTS)
     w = class_weights(COUNTS, "effective", 0.9999)
     torch.testing.assert_close(loss(logits, t, 7), plain(logits, t, 7))
     per = LOSSES["ldam"](COUNTS, recipe())(logits, t)
@@ -285,7 +285,7 @@ def test_every_combination_is_refused_iff_it_corrects_the_prior_twice():
 @pytest.mark.slow
 def test_every_report_run_composes_and_trains_one_step():
     """Each run of params.yaml builds its loss, sampler and mixup and takes a training step."""
-    from ltcifar.config.runconfig import OFF
+    from ltcifar.config.records import RunConfig
     from ltcifar.config.runs import run_config
     from ltcifar.training.engine import train
     from tests.conftest import make_split
@@ -296,7 +296,7 @@ def test_every_report_run_composes_and_trains_one_step():
     x = rng.integers(0, 255, (80, 12, 12, 3)).astype(np.uint8)
     data = make_split(x[rng.permutation(80)], y[rng.permutation(80)], 8, 4)
     for name in params["runs"]:
-        run = {**OFF, **run_config(params, name), "epochs": 1, "batch_size": 16}
+        run = RunConfig(**{**run_config(params, name), "epochs": 1, "batch_size": 16})
         history = train(run, data, 0, torch.device("cpu")).history
         assert np.isfinite(history[0]["train/loss"]), name
 

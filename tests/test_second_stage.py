@@ -9,22 +9,26 @@ import torch
 import torch.nn.functional as F
 
 from ltcifar.config.catalog import SECOND
-from ltcifar.evaluation.inference import choose_posthoc_tau, predict
+from ltcifar.config.records import SecondConfig
+from ltcifar.evaluation.inference import Scoring, choose_posthoc_tau, predict
 from ltcifar.methods.losses import log_prior
 from ltcifar.methods.models import build_model
 from ltcifar.training import second_stage as ss
 from tests.conftest import make_split
 from tests.params_edit import error_of, repo_params
 
-CFG = {
-    **{k: f.default for k, f in SECOND.items() if k not in ("run", "split")},
-    "epochs": 2,
-    "batch_size": 32,
-    "augment": True,
-    "pad_mode": "zeros",
-    "channels_last": False,
-    "eval_batch_size": 64,
-}
+
+def second(**over) -> SecondConfig:
+    """A second stage's config carrying every method's settings (the catalogue's defaults), in
+    two short epochs."""
+    settings = {k: f.default for k, f in SECOND.items() if k not in ("run", "split", "method")}
+    fed = {"seeds": [0], "augment": True, "pad_mode": "zeros", "channels_last": False}
+    short = {"epochs": 2, "batch_size": 32, "eval_batch_size": 64}
+    given = {"method": "crt", **settings, **fed, **short, **over}
+    return SecondConfig(name="s", run="r", split="sp", **given)
+
+
+CFG = second()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +49,7 @@ def run(method: str, data, **over) -> tuple[torch.nn.Module, dict, dict]:
     """A fresh model, its state before, and what the method chose."""
     net = model()
     before = copy.deepcopy(net.state_dict())
-    chosen = ss.run_second_stage(net, data, {**CFG, "method": method, **over}, seed=0)
+    chosen = ss.run_second_stage(net, data, second(method=method, **over), seed=0)
     return net, before, chosen
 
 
@@ -122,7 +126,7 @@ def test_maxnorm_projects_every_class_weight_under_the_limit_after_each_epoch(da
 
     monkeypatch.setattr(ss, "project_max_norm", measured)
     net, before, chosen = run("maxnorm", data, lr=0.5, weight_decay=0.0)
-    assert len(norms) == CFG["epochs"]
+    assert len(norms) == CFG.epochs
     assert all(n <= limit * (1 + 1e-6) for n, limit in norms)
     start = before["fc.weight"].norm(dim=1)
     want = start.min() + 0.1 * (start.max() - start.min())  # the authors' per-layer threshold
@@ -170,7 +174,7 @@ def test_maxnorm_loss_is_the_weight_balancing_codes_cb_loss():
     counts = torch.tensor([500, 100, 20, 5])
     g = torch.Generator().manual_seed(0)
     logits, y = torch.randn(16, 4, generator=g) * 2, torch.randint(0, 4, (16,), generator=g)
-    got = ss.cb_softmax_bce({"beta": 0.9999}, counts)(logits, F.one_hot(y, 4).float(), 0)
+    got = ss.cb_softmax_bce(second(beta=0.9999), counts)(logits, F.one_hot(y, 4).float(), 0)
     eff = (1 - 0.9999) / (1 - 0.9999 ** counts.double())
     w = (eff / eff.sum() * 4)[y].float()
     p = logits.softmax(1)
@@ -185,10 +189,10 @@ def test_posthoc_la_folds_the_chosen_adjustment_into_the_bias(data):
     grid = [0.0, 0.5, 1.0, 1.5, 2.0]
     net, before, chosen = run("posthoc_la", data, tau_grid=grid)
     original = model()
-    cfg = {**CFG, "posthoc_tau": 0.0, "precision": "fp32"}
-    raw = predict(original, data.x_val, data.mean, data.std, cfg)
+    fp32 = Scoring(CFG.eval_batch_size, CFG.channels_last, "fp32")
+    raw = predict(original, data.x_val, data.mean, data.std, fp32)
     prior = log_prior(data.counts)
     assert chosen["tau"] == choose_posthoc_tau(raw, data.y_val, data.counts, grid)
-    adjusted = predict(net, data.x_val, data.mean, data.std, cfg)
+    adjusted = predict(net, data.x_val, data.mean, data.std, fp32)
     torch.testing.assert_close(adjusted, raw - chosen["tau"] * prior, rtol=1e-5, atol=1e-5)
     assert torch.equal(net.state_dict()["fc.weight"], before["fc.weight"])

@@ -67,7 +67,7 @@ def test_stacked_equals_separate_runs(tiny, over):
     stacked = train_stacked(cfg, tiny, [0, 1], CPU)
     for seed, got in zip([0, 1], stacked, strict=True):
         want = train(cfg, tiny, seed, CPU)
-        (init,) = seed_models([seed], head=cfg["head"])
+        (init,) = seed_models([seed], head=cfg.head)
         assert got.state_dict.keys() == want.state_dict.keys()
         for k, v in want.state_dict.items():
             torch.testing.assert_close(

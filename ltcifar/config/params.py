@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ltcifar.config import catalog
 from ltcifar.config.catalog import Setting
+from ltcifar.config.records import RunConfig
 from ltcifar.config.rules import check
 from ltcifar.config.runs import (
     BACKBONE,
@@ -316,7 +317,8 @@ def _check_resolved(params: dict, name: str, pname: str, where: str) -> None:
             f"{at}: batch_size = {cfg['batch_size']} (the global batch) must be a multiple of "
             f"processes = {cfg['processes']}"
         )
-    if cfg["stack_seeds"] and len(cfg["seeds"]) > 1 and (refused := stacking_refusal(cfg)):
+    record = RunConfig(**{k: v for k, v in cfg.items() if k != "transfer"})
+    if cfg["stack_seeds"] and len(cfg["seeds"]) > 1 and (refused := stacking_refusal(record)):
         raise ParamsError(f"{at}: stack_seeds cannot be used: {refused}")
 
 

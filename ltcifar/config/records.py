@@ -138,6 +138,7 @@ class RunConfig:
     augment_policy: str = "none"
     cutout: int = 0
     experts: int = 1
+    patience: int = 0
     group: str | None = None
     second_stage: str | None = None
     first_stage: str | None = None

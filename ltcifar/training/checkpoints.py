@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from ltcifar.config.records import RunConfig, as_dict
 from ltcifar.errors import PipelineError
 from ltcifar.files import atomic_path
 
@@ -24,6 +25,12 @@ def _shaping(cfg: dict) -> dict:
     batch size (which changes no prediction: lowering it after running out of memory resumes)."""
     unshaping = ("checkpoint_every", "name", "group", "eval_batch_size")
     return {k: v for k, v in cfg.items() if k not in unshaping}
+
+
+def seed_config(cfg: RunConfig, seed: int) -> dict:
+    """What a checkpoint records of its run, and its fingerprint hashes: the config as its file
+    and the off values give it (``records.as_dict``), and the seed."""
+    return {**as_dict(cfg), "seed": seed}
 
 
 def fingerprint(cfg: dict) -> str:
@@ -41,9 +48,12 @@ def _config_diff(old: dict, new: dict) -> list[str]:
     )
 
 
-def load_checkpoint(path: Path, device: torch.device, fp: str, run_cfg: dict) -> dict | None:
-    """The checkpoint at ``path`` if it holds this very run on this kind of device (a CUDA
-    generator's state does not fit a CPU one); else None, after saying why in one line."""
+def load_checkpoint(
+    path: Path, device: torch.device, fp: str, run_cfg: dict, who: str
+) -> dict | None:
+    """The checkpoint at ``path`` if it holds this very run (``run_cfg``, a ``seed_config``;
+    ``who``, its run and seed) on this kind of device (a CUDA generator's state does not fit a
+    CPU one); else None, after saying why in one line."""
     try:
         ck = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # torn by a disk fault, or not a checkpoint at all
@@ -52,7 +62,7 @@ def load_checkpoint(path: Path, device: torch.device, fp: str, run_cfg: dict) ->
             f"{path} is not a readable checkpoint ({type(e).__name__}: {why}); "
             "delete it to start this run afresh"
         ) from e
-    head = f"not resuming {run_cfg['name']} seed {run_cfg['seed']} from {path}"
+    head = f"not resuming {who} from {path}"
     if ck["fingerprint"] != fp:
         saved = ck.get("config")  # absent in checkpoints written before configs were stored
         changed = ", ".join(_config_diff(saved, run_cfg)) if saved is not None else "unknown"

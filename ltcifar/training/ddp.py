@@ -26,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ltcifar.config.records import RunConfig
 from ltcifar.device import process_group_backend, syncs_batchnorm
 from ltcifar.errors import PipelineError
 
@@ -66,19 +67,19 @@ def join(device: torch.device) -> tuple[World, torch.device]:
     return current(), device
 
 
-def check(cfg: dict, world: World) -> int:
+def check(cfg: RunConfig, world: World) -> int:
     """The per-rank batch size, after checking that this run is meant for this many ranks."""
-    if cfg["processes"] != world.size:
+    if cfg.processes != world.size:
         raise PipelineError(
-            f"run {cfg['name']!r} asks for processes: {cfg['processes']} but runs in "
+            f"run {cfg.name!r} asks for processes: {cfg.processes} but runs in "
             f"{world.size}; start it with the train stage, which launches torchrun"
         )
-    if cfg["batch_size"] % world.size:
+    if cfg.batch_size % world.size:
         raise PipelineError(
-            f"run {cfg['name']!r}: batch_size {cfg['batch_size']} (the global batch) must be a "
+            f"run {cfg.name!r}: batch_size {cfg.batch_size} (the global batch) must be a "
             f"multiple of processes: {world.size}"
         )
-    return cfg["batch_size"] // world.size
+    return cfg.batch_size // world.size
 
 
 def shard(indices: torch.Tensor, world: World) -> torch.Tensor:

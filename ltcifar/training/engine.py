@@ -17,7 +17,7 @@ import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -26,12 +26,13 @@ from torch import nn
 from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
+from ltcifar.config.records import RunConfig
 from ltcifar.config.stacking import stacking_refusal
-from ltcifar.data.augment import batch_of
+from ltcifar.data.augment import Augment, batch_of
 from ltcifar.data.split_data import SplitData
 from ltcifar.device import autocast_for, compiled, set_determinism
 from ltcifar.errors import PipelineError
-from ltcifar.evaluation.inference import choose_posthoc_tau, predict
+from ltcifar.evaluation.inference import Scoring, choose_posthoc_tau, predict
 from ltcifar.evaluation.metrics import confusion, summarize
 from ltcifar.methods.losses import build_loss
 from ltcifar.methods.mixup import MIXUPS, Epoch, StepMix
@@ -40,8 +41,8 @@ from ltcifar.methods.samplers import SAMPLERS, balanced_draw, sampler_for
 from ltcifar.methods.stacked import cat_states, split_states, stack_models
 from ltcifar.methods.transfer import apply_mode, init_from_backbone, train_mode
 from ltcifar.training import ddp
-from ltcifar.training.checkpoints import fingerprint, load_checkpoint, save_atomic
-from ltcifar.training.optim import lr_factor, make_optimizer, scaled_lr
+from ltcifar.training.checkpoints import fingerprint, load_checkpoint, save_atomic, seed_config
+from ltcifar.training.optim import Schedule, lr_factor, make_optimizer, scaled_lr
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -61,7 +62,7 @@ class Run:
     generators (``gens``: the same draws on every DDP rank; ``owns``: this rank's own), torch's
     CPU RNG state (``rngs``), history and best epoch so far."""
 
-    cfg: dict
+    cfg: RunConfig
     data: SplitData
     seeds: list[int]
     device: torch.device
@@ -79,9 +80,9 @@ class Run:
     gens: list[torch.Generator]
     owns: list[torch.Generator]
     rngs: list[torch.Tensor]
+    last_ok: torch.Tensor  # each seed's last finite loss, for the error message
     histories: list[list[dict[str, float]]] = field(default_factory=list)
     best: list[dict] = field(default_factory=list)
-    last_ok: torch.Tensor | None = None  # each seed's last finite loss, for the error message
 
     @property
     def images(self) -> int:
@@ -90,7 +91,8 @@ class Run:
 
     @property
     def run_cfgs(self) -> list[dict]:
-        return [{**self.cfg, "seed": seed} for seed in self.seeds]
+        """Each seed's ``seed_config``: what its checkpoint records and fingerprints."""
+        return [seed_config(self.cfg, seed) for seed in self.seeds]
 
     def states(self) -> list[dict]:
         """Each seed's model state_dict (a stacked model's split into the seeds')."""
@@ -99,7 +101,7 @@ class Run:
 
 
 def train(
-    cfg: dict,
+    cfg: RunConfig,
     data: SplitData,
     seed: int,
     device: torch.device,
@@ -116,7 +118,7 @@ def train(
 
 
 def train_stacked(
-    cfg: dict,
+    cfg: RunConfig,
     data: SplitData,
     seeds: list[int],
     device: torch.device,
@@ -128,12 +130,12 @@ def train_stacked(
     (either resumes it); all resume when all hold this run at one epoch."""
     why = stacking_refusal(cfg)
     if why is not None:
-        raise PipelineError(f"run {cfg['name']!r} cannot train seeds stacked: {why}")
+        raise PipelineError(f"run {cfg.name!r} cannot train seeds stacked: {why}")
     return _train(cfg, data, seeds, device, ckpt_paths, logs)
 
 
 def _train(
-    cfg: dict,
+    cfg: RunConfig,
     data: SplitData,
     seeds: list[int],
     device: torch.device,
@@ -143,13 +145,13 @@ def _train(
 ) -> list[TrainResult]:
     """The one training loop, for one seed or for S seeds stacked into one model."""
     _refuse(cfg, data)
-    set_determinism(device.type, cfg["deterministic"])
+    set_determinism(device.type, cfg.deterministic)
     run = build(cfg, data, seeds, device, backbone)
     start = resume(run, ckpt_paths) if ckpt_paths is not None else 0
     logs = logs if run.world.main else None
     _replay(logs, run.histories)
     with _progress(run, start) as bar:
-        for epoch in range(start, cfg["epochs"]):
+        for epoch in range(start, cfg.epochs):
             if stopped_early(run):  # a resumed run that had stopped
                 break
             loss, conf, img_per_s = train_one_epoch(run, epoch, bar)
@@ -160,7 +162,7 @@ def _train(
             done = epoch + 1
             stop = stopped_early(run)
             if ckpt_paths is not None and (
-                done % cfg["checkpoint_every"] == 0 or done == cfg["epochs"] or stop
+                done % cfg.checkpoint_every == 0 or done == cfg.epochs or stop
             ):
                 save_checkpoints(run, done, ckpt_paths)
             if stop:
@@ -168,22 +170,22 @@ def _train(
     return select(run)
 
 
-def _refuse(cfg: dict, data: SplitData) -> None:
+def _refuse(cfg: RunConfig, data: SplitData) -> None:
     """What the configs stage refuses too, checked again for callers that bypass it."""
-    if cfg["posthoc_tau_grid"] and len(data.y_val) == 0:
+    if cfg.posthoc_tau_grid and len(data.y_val) == 0:
         raise PipelineError(
-            f"run {cfg['name']!r}: posthoc_tau_grid chooses tau on a validation set, but split "
-            f"{cfg['split']!r} has none; set val_per_class on the split"
+            f"run {cfg.name!r}: posthoc_tau_grid chooses tau on a validation set, but split "
+            f"{cfg.split!r} has none; set val_per_class on the split"
         )
-    if cfg["checkpoint"] != "last" and len(data.y_val) == 0:
+    if cfg.checkpoint != "last" and len(data.y_val) == 0:
         raise PipelineError(
-            f"run {cfg['name']!r}: checkpoint: {cfg['checkpoint']} needs a validation set, "
-            f"but split {cfg['split']!r} has none; set checkpoint: last or val_per_class"
+            f"run {cfg.name!r}: checkpoint: {cfg.checkpoint} needs a validation set, "
+            f"but split {cfg.split!r} has none; set checkpoint: last or val_per_class"
         )
 
 
 def build(
-    cfg: dict, data: SplitData, seeds: list[int], device: torch.device, backbone: dict | None
+    cfg: RunConfig, data: SplitData, seeds: list[int], device: torch.device, backbone: dict | None
 ) -> Run:
     """Every seed's network and streams, each started as it would be for that seed alone, then
     stacked (S > 1), the optimiser, schedule, loss, mixup and augmented batches."""
@@ -195,20 +197,20 @@ def build(
         torch.manual_seed(seed)
         gens.append(torch.Generator(device).manual_seed(seed))
         owns.append(ddp.rank_generator(gens[-1], seed, world))
-        net = build_model(cfg["model"], C, data.in_channels, **model_options(cfg))
+        net = build_model(cfg.model, C, data.in_channels, **model_options(cfg))
         if backbone is not None:
             init_from_backbone(net, backbone)
-        apply_mode(net, cfg["finetune"])
+        apply_mode(net, cfg.finetune)
         models.append(net.to(device))
         rngs.append(torch.get_rng_state())
     model = models[0] if len(seeds) == 1 else stack_models(models).to(device)
-    if cfg["channels_last"]:  # in place: models[0] may be the model itself
+    if cfg.channels_last:  # in place: models[0] may be the model itself
         for m in [model, *models]:
             m.to(memory_format=torch.channels_last)
     # under DDP on CUDA, wrap turns the model's BatchNorms into SyncBatchNorm, in place (the
     # parameters stay the optimiser's, models[0] stays the model); on the CPU they stay per rank
-    fwd = compiled(ddp.wrap(model, device, world), cfg["compile"])
-    opt = make_optimizer(model, cfg, device)
+    fwd = compiled(ddp.wrap(model, device, world), cfg.compile)
+    opt, aug = make_optimizer(model, cfg, device), Augment.of(cfg)
     return Run(
         cfg=cfg,
         data=data,
@@ -221,10 +223,10 @@ def build(
         model=model,
         fwd=fwd,
         opt=opt,
-        sched=torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(cfg, steps)),
+        sched=torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(Schedule.of(cfg), steps)),
         loss_fn=build_loss(cfg, data.counts),
-        mix=MIXUPS[cfg["mixup"]](cfg),
-        batches=[batch_of(data, cfg, own) for own in owns],  # augmented with this rank's draws
+        mix=MIXUPS[cfg.mixup](cfg),
+        batches=[batch_of(data, aug, own) for own in owns],  # augmented with this rank's draws
         gens=gens,
         owns=owns,
         rngs=rngs,
@@ -237,32 +239,34 @@ def build(
 def resume(run: Run, ckpt_paths: list[Path]) -> int:
     """Load the seeds' checkpoints if all hold this run at one epoch; the epoch to start from."""
     fps = [fingerprint(c) for c in run.run_cfgs]
+    whos = [f"{run.cfg.name} seed {seed}" for seed in run.seeds]
     found = [
-        load_checkpoint(path, run.device, fp, rc) if path.exists() else None
-        for path, fp, rc in zip(ckpt_paths, fps, run.run_cfgs, strict=True)
+        load_checkpoint(path, run.device, fp, rc, who) if path.exists() else None
+        for path, fp, rc, who in zip(ckpt_paths, fps, run.run_cfgs, whos, strict=True)
     ]
-    if not (all(found) and len({ck["epoch"] for ck in found}) == 1):
-        if any(found):
+    loaded = [ck for ck in found if ck is not None]
+    if len(loaded) < len(found) or len({ck["epoch"] for ck in loaded}) != 1:
+        if loaded:
             print(
-                f"not resuming {run.cfg['name']} seeds {run.seeds}: their checkpoints are at "
+                f"not resuming {run.cfg.name} seeds {run.seeds}: their checkpoints are at "
                 f"epochs {[ck and ck['epoch'] for ck in found]} (None: none of this run); "
                 "starting from 0"
             )
         return 0
-    run.model.load_state_dict(cat_states([ck["model"] for ck in found]))
-    run.opt.load_state_dict(cat_states([ck["opt"] for ck in found]))
-    run.sched.load_state_dict(found[0]["sched"])
-    for gen, ck in zip(run.gens, found, strict=True):
+    run.model.load_state_dict(cat_states([ck["model"] for ck in loaded]))
+    run.opt.load_state_dict(cat_states([ck["opt"] for ck in loaded]))
+    run.sched.load_state_dict(loaded[0]["sched"])
+    for gen, ck in zip(run.gens, loaded, strict=True):
         gen.set_state(ck["gen"].cpu())
     if run.world.size > 1:
-        run.owns[0].set_state(found[0]["rank_gens"][run.world.rank].cpu())
-    run.rngs = [ck["rng"].cpu() for ck in found]
-    run.histories, run.best = [ck["history"] for ck in found], [ck["best"] for ck in found]
-    start = found[0]["epoch"]
+        run.owns[0].set_state(loaded[0]["rank_gens"][run.world.rank].cpu())
+    run.rngs = [ck["rng"].cpu() for ck in loaded]
+    run.histories, run.best = [ck["history"] for ck in loaded], [ck["best"] for ck in loaded]
+    start = loaded[0]["epoch"]
     at = f"seed {run.seeds[0]} from epoch {start} ({ckpt_paths[0]})"
     if len(run.seeds) > 1:
         at = f"seeds {run.seeds} from epoch {start} (stacked)"
-    print(f"resuming {run.cfg['name']} {at}")
+    print(f"resuming {run.cfg.name} {at}")
     return start
 
 
@@ -276,13 +280,13 @@ def _replay(logs: list[LogFn] | None, histories: list[list[dict[str, float]]]) -
 
 
 def _progress(run: Run, start: int) -> tqdm:
-    total = run.cfg["epochs"] * run.steps * run.images
+    total = run.cfg.epochs * run.steps * run.images
     return tqdm(
         total=total,
         initial=start * run.steps * run.images,
         unit="img",
         unit_scale=True,
-        desc=f"{run.cfg['name']} s{','.join(map(str, run.seeds))}",
+        desc=f"{run.cfg.name} s{','.join(map(str, run.seeds))}",
         dynamic_ncols=True,
         **({} if run.world.main else {"disable": True}),  # given, disable beats TQDM_DISABLE
     )
@@ -320,10 +324,10 @@ def train_one_epoch(
     A step sums the seeds' mean losses: each seed's parameters get the gradient of its own loss,
     undivided, and SGD is elementwise, so one stacked step is S separate ones."""
     cfg, data, S, C, bs = run.cfg, run.data, len(run.seeds), run.data.num_classes, run.bs
-    train_mode(run.model, cfg["finetune"])
+    train_mode(run.model, cfg.finetune)
     t0 = time.perf_counter()
     sampler = SAMPLERS[sampler_for(cfg, epoch)]
-    draw = [sampler(data.y, data.counts, epoch, cfg["epochs"], g) for g in run.gens]
+    draw = [sampler(data.y, data.counts, epoch, cfg.epochs, g) for g in run.gens]
     orders = torch.stack([ddp.shard(order, run.world) for order in draw])
     mixes = [_epoch_mix(run, s) for s in range(S)]
     loss_sum = torch.zeros(S, device=run.device)
@@ -334,16 +338,16 @@ def train_one_epoch(
         idx = orders[:, step * bs : (step + 1) * bs]
         xs, ts = zip(*(mixes[s](step, *run.batches[s](idx[s])) for s in range(S)), strict=True)
         x = torch.cat(xs, 1)
-        if cfg["channels_last"]:
+        if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with autocast_for(run.device, cfg["precision"]):
+        with autocast_for(run.device, cfg.precision):
             logits = run.fwd(x).view(len(x), S, -1, C)  # (B, S, experts, C); 1 expert but BalPoE
         heads = [logits[:, s, 0] if logits.shape[2] == 1 else logits[:, s] for s in range(S)]
         losses = torch.stack([run.loss_fn(heads[s], ts[s], epoch) for s in range(S)])
         run.opt.zero_grad(set_to_none=True)
         losses.sum().backward()
-        if cfg["grad_clip"] > 0:
-            clip_grad_norm_(run.model.parameters(), cfg["grad_clip"])
+        if cfg.grad_clip > 0:
+            clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
         run.opt.step()
         run.sched.step()
         losses = losses.detach()
@@ -363,28 +367,28 @@ def train_one_epoch(
     return [t / run.steps for t in totals], conf, img_per_s
 
 
-def _non_finite(cfg: dict, seed: int, epoch: int, good: int, steps: int, last: float) -> str:
+def _non_finite(cfg: RunConfig, seed: int, epoch: int, good: int, steps: int, last: float) -> str:
     before = "no finite loss seen before it"
     if math.isfinite(last):
         before = f"the last finite loss was {last:.6g}"
-    lr = scaled_lr(cfg) * lr_factor(cfg, steps)(epoch * steps + good)  # the head group's
+    lr = scaled_lr(cfg) * lr_factor(Schedule.of(cfg), steps)(epoch * steps + good)  # the head's
     return (
-        f"run {cfg['name']!r} seed {seed}: the training loss is not finite at epoch {epoch}, "
+        f"run {cfg.name!r} seed {seed}: the training loss is not finite at epoch {epoch}, "
         f"step {good} of {steps} (counting from 0; {before}); training stopped and this epoch "
-        f"is not checkpointed; the lr at that step was {lr:.6g} (base lr {cfg['lr']}): "
-        f"lower lr, set grad_clip, or precision: fp32 (or check the loss {cfg['loss']!r})"
+        f"is not checkpointed; the lr at that step was {lr:.6g} (base lr {cfg.lr}): "
+        f"lower lr, set grad_clip, or precision: fp32 (or check the loss {cfg.loss!r})"
     )
 
 
 def validate(
-    model: nn.Module, data: SplitData, cfg: dict, training_loss: Callable | None = None
+    model: nn.Module, data: SplitData, cfg: RunConfig, training_loss: Callable | None = None
 ) -> dict[str, float]:
     """Scores on the validation images: cross-entropy, the summary metrics and, given the run's
     ``training_loss`` (logits, labels), that loss too: what ``checkpoint: best_val_loss`` and
     early stopping watch, as the seed study watched its criterion on held-out images."""
     if len(data.y_val) == 0:
         return {}
-    logits = predict(model, data.x_val, data.mean, data.std, cfg, data.counts)
+    logits = predict(model, data.x_val, data.mean, data.std, Scoring.of(cfg), data.counts)
     conf = confusion(data.y_val, logits.argmax(1), data.num_classes).cpu().numpy()
     loss = F.cross_entropy(logits, data.y_val).item()
     row = {"val/loss": loss, **{f"val/{k}": v for k, v in summarize(conf).items()}}
@@ -405,7 +409,7 @@ def validation_score(row: dict[str, float], checkpoint: str) -> float:
 def stopped_early(run: Run) -> bool:
     """Early stopping: ``patience`` epochs have passed without a better validation score (the
     one ``checkpoint`` selects on) for every seed; 0 never stops."""
-    patience = run.cfg["patience"]
+    patience = run.cfg.patience
     return patience > 0 and all(
         len(history) - 1 - best["epoch"] >= patience
         for history, best in zip(run.histories, run.best, strict=True)
@@ -422,7 +426,7 @@ def end_of_epoch(
 ) -> None:
     """Each seed's history row (training scores, validation on rank 0), its log line, and its
     best epoch so far under ``checkpoint: best_val`` or ``best_val_loss``."""
-    checkpoint = run.cfg["checkpoint"]
+    checkpoint = run.cfg.checkpoint
 
     def training_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return run.loss_fn(logits, F.one_hot(y, logits.shape[1]).float(), epoch)
@@ -477,13 +481,13 @@ def select(run: Run) -> list[TrainResult]:
     cfg, results = run.cfg, []
     for s, state in enumerate(run.states()):
         selected = len(run.histories[s]) - 1
-        if cfg["checkpoint"] != "last":
+        if cfg.checkpoint != "last":
             state, selected = run.best[s]["state"], run.best[s]["epoch"]
-        tau = cfg["posthoc_tau"]
-        if cfg["posthoc_tau_grid"] and run.world.main:
-            data, raw_cfg = run.data, {**cfg, "posthoc_tau": 0.0}
+        tau = cfg.posthoc_tau
+        if cfg.posthoc_tau_grid and run.world.main:
+            data, raw_cfg = run.data, replace(cfg, posthoc_tau=0.0)
             run.models[s].load_state_dict(state)
-            raw = predict(run.models[s], data.x_val, data.mean, data.std, raw_cfg)
-            tau = choose_posthoc_tau(raw, data.y_val, data.counts, cfg["posthoc_tau_grid"])
+            raw = predict(run.models[s], data.x_val, data.mean, data.std, Scoring.of(raw_cfg))
+            tau = choose_posthoc_tau(raw, data.y_val, data.counts, cfg.posthoc_tau_grid)
         results.append(TrainResult(state, run.histories[s], selected, tau))
     return results

@@ -9,6 +9,7 @@ kill); the k-th concurrent stage gets the k-th device. ``LTCIFAR_WORKER=<k>`` (S
 import fcntl
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +20,7 @@ SLOTS = Path(os.environ.get("LTCIFAR_SLOTS", Path(tempfile.gettempdir()) / "ltci
 _held: list[int] = []  # file descriptors of claimed slots: closing one frees its slot
 
 
-def visible_devices(env: dict[str, str] | None = None) -> list[str]:
+def visible_devices(env: Mapping[str, str] | None = None) -> list[str]:
     """The GPUs this process may use, by ``CUDA_VISIBLE_DEVICES`` (ids or UUIDs), else all."""
     env = os.environ if env is None else env
     if (listed := env.get("CUDA_VISIBLE_DEVICES")) is not None:
@@ -54,7 +55,7 @@ def cpu_threads(workers: int, cores: int | None = None) -> int:
     return max(1, cores // max(1, workers))
 
 
-def pin_worker(env: dict[str, str] | None = None, slots: Path = SLOTS) -> "torch.device":
+def pin_worker(env: Mapping[str, str] | None = None, slots: Path = SLOTS) -> "torch.device":
     """This worker's device, and on the CPU with ``LTCIFAR_WORKERS=N`` (``-j N``) torch's threads:
     cores // N. Call before the first CUDA call: with ``CUDA_VISIBLE_DEVICES`` set, the chosen GPU
     becomes the only visible one, ``cuda:0`` (the driver reads the variable once); unset, counting

@@ -12,29 +12,36 @@ first stage drew them. Nothing reads the test set: tau is chosen on the validati
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ltcifar.config import catalog
-from ltcifar.data.augment import batch_of
+from ltcifar.config.records import SecondConfig, need
+from ltcifar.data.augment import Augment, batch_of
 from ltcifar.data.split_data import SplitData
 from ltcifar.device import sgd_kernel
 from ltcifar.errors import PipelineError
-from ltcifar.evaluation.inference import balanced_recall, choose_posthoc_tau, predict
-from ltcifar.methods.losses import build_loss, class_weights, log_prior
-from ltcifar.methods.models import CifarNet
+from ltcifar.evaluation.inference import Scoring, balanced_recall, choose_posthoc_tau, predict
+from ltcifar.methods.losses import LossFn, class_weights, log_prior, mean_loss, smoothed_ce
+from ltcifar.methods.models import CifarNet, TorchvisionNet
 from ltcifar.methods.samplers import SAMPLERS
-from ltcifar.training.optim import lr_factor
+from ltcifar.training.optim import Schedule, lr_factor
 
 SECOND_STAGES = catalog.Registry("second stage", catalog.SECOND_STAGES)
 Logits = Callable[[torch.Tensor], torch.Tensor]
 
 
+def head_owner(model: nn.Module) -> nn.Module:
+    """The module whose ``fc`` is the model's head: a CIFAR net, or a torchvision net's ``net``."""
+    return model if isinstance(model, CifarNet) else cast(TorchvisionNet, model).net
+
+
 def classifier(model: nn.Module) -> nn.Linear:
     """The model's linear head (CIFAR nets: ``fc``; torchvision nets: ``net.fc``)."""
-    head = model.fc if isinstance(model, CifarNet) else model.net.fc
+    head = head_owner(model).fc
     if not isinstance(head, nn.Linear):
         kind = type(head).__name__
         raise PipelineError(f"the second stage re-balances a linear classifier, not a {kind}")
@@ -44,7 +51,7 @@ def classifier(model: nn.Module) -> nn.Linear:
 @contextmanager
 def headless(model: nn.Module) -> Iterator[nn.Module]:
     """The model with its head swapped for the identity, so it returns the head's input."""
-    owner = model if isinstance(model, CifarNet) else model.net
+    owner = head_owner(model)
     head = owner.fc
     owner.fc = nn.Identity()
     try:
@@ -53,13 +60,16 @@ def headless(model: nn.Module) -> Iterator[nn.Module]:
         owner.fc = head
 
 
-def fp32_outputs(model: nn.Module, x: torch.Tensor, data: SplitData, cfg: dict) -> torch.Tensor:
+def fp32_outputs(
+    model: nn.Module, x: torch.Tensor, data: SplitData, cfg: SecondConfig
+) -> torch.Tensor:
     """The model's fp32 outputs of uint8 images (no augmentation, no post-hoc adjustment): a
     second stage fits or tunes on them, so they are computed in full precision on any device."""
-    return predict(model, x, data.mean, data.std, {**cfg, "precision": "fp32"})
+    how = Scoring(cfg.eval_batch_size, cfg.channels_last, precision="fp32")
+    return predict(model, x, data.mean, data.std, how)
 
 
-def features(model: nn.Module, x: torch.Tensor, data: SplitData, cfg: dict) -> torch.Tensor:
+def features(model: nn.Module, x: torch.Tensor, data: SplitData, cfg: SecondConfig) -> torch.Tensor:
     """fp32 features of uint8 images: what the head reads."""
     with headless(model) as net:
         return fp32_outputs(net, x, data, cfg)
@@ -68,34 +78,38 @@ def features(model: nn.Module, x: torch.Tensor, data: SplitData, cfg: dict) -> t
 def fit(
     model: nn.Module,
     data: SplitData,
-    cfg: dict,
+    cfg: SecondConfig,
     params: list[torch.Tensor],
     logits: Logits,
     gen: torch.Generator,
     after_epoch: Callable[[], None] = lambda: None,
 ) -> None:
-    """SGD on ``params`` alone with the method's sampler and loss: ``logits`` of the frozen
+    """SGD on ``params`` alone with the method's sampler and loss (``METHOD_SAMPLERS``,
+    ``METHOD_LOSSES``): ``logits`` of the frozen
     backbone's features of batches augmented as in the first stage; per-step cosine lr to 0.
     ``bn_stats: update`` runs the backbone in train mode, as both reference codes do, so
     BatchNorm normalises with the re-balanced batches' statistics and re-estimates its running
     ones (its weights stay frozen); ``frozen`` keeps eval mode: the backbone is bit-identical."""
-    model.train(cfg["bn_stats"] == "update")
-    bs = min(cfg["batch_size"], len(data.y))
-    plain = {"augment_policy": "none", "cutout": 0, **cfg}  # heads train on crop and flip only
+    model.train(need(cfg.bn_stats, "bn_stats") == "update")
+    bs = min(need(cfg.batch_size, "batch_size"), len(data.y))
+    pad_mode = need(cfg.pad_mode, "pad_mode") if cfg.augment else None
+    plain = Augment(pad_mode=pad_mode, channels_last=cfg.channels_last)  # crop and flip only
     steps, batch = len(data.y) // bs, batch_of(data, plain, gen)
     opt = torch.optim.SGD(
         params,
-        lr=cfg["lr"],
-        momentum=cfg["momentum"],
-        weight_decay=cfg["weight_decay"],
+        lr=need(cfg.lr, "lr"),
+        momentum=need(cfg.momentum, "momentum"),
+        weight_decay=need(cfg.weight_decay, "weight_decay"),
         **sgd_kernel(data.y.device.type),
     )
-    schedule = {"epochs": cfg["epochs"], "warmup_epochs": 0, "schedule": "cosine"}
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor(schedule, steps))
-    loss_fn = METHOD_LOSSES[cfg["method"]](cfg, data.counts)
+    epochs = need(cfg.epochs, "epochs")
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_factor(Schedule(epochs=epochs, schedule="cosine"), steps)
+    )
+    loss_fn, sampler = METHOD_LOSSES[cfg.method](cfg, data.counts), METHOD_SAMPLERS[cfg.method]
     with headless(model) as net:  # ``logits`` holds the head itself
-        for epoch in range(cfg["epochs"]):
-            order = SAMPLERS[cfg["sampler"]](data.y, data.counts, epoch, cfg["epochs"], gen)
+        for epoch in range(epochs):
+            order = SAMPLERS[sampler](data.y, data.counts, epoch, epochs, gen)
             for s in range(steps):
                 x, targets = batch(order[s * bs : (s + 1) * bs])
                 with torch.no_grad():
@@ -110,7 +124,7 @@ def fit(
 
 
 @SECOND_STAGES.register("crt")
-def crt(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) -> dict:
+def crt(model: nn.Module, data: SplitData, cfg: SecondConfig, gen: torch.Generator) -> dict:
     """Classifier re-training: the head re-initialised, trained with CE on balanced batches."""
     head = classifier(model)
     head.reset_parameters()
@@ -119,7 +133,7 @@ def crt(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) -> d
 
 
 @SECOND_STAGES.register("lws")
-def lws(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) -> dict:
+def lws(model: nn.Module, data: SplitData, cfg: SecondConfig, gen: torch.Generator) -> dict:
     """Learnable weight scaling: one scale per class on the logits, trained on class-balanced
     batches with the head fixed, then folded into the head (f_c (w_c x + b_c))."""
     head = classifier(model)
@@ -140,7 +154,7 @@ def tau_normalised(weight: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 @SECOND_STAGES.register("tau_norm")
-def tau_norm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) -> dict:
+def tau_norm(model: nn.Module, data: SplitData, cfg: SecondConfig, gen: torch.Generator) -> dict:
     """tau-normalisation: scores f . w_c / ||w_c||^tau with no bias, as Kang et al.'s
     ``tau_norm.py`` scores them (it loads the first stage's bias and never adds it: kept, the
     bias's head-class favour would outweigh the shrunken weights). tau from ``tau_grid`` by the
@@ -154,7 +168,7 @@ def tau_norm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator)
         pred = (feats @ tau_normalised(weight, tau).T).argmax(1)
         return balanced_recall(pred, data.y_val)
 
-    best = max(cfg["tau_grid"], key=score)  # the first in grid order on ties
+    best = max(need(cfg.tau_grid, "tau_grid"), key=score)  # the first in grid order on ties
     with torch.no_grad():
         head.weight.copy_(tau_normalised(weight, best))
         head.bias.zero_()
@@ -162,7 +176,7 @@ def tau_norm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator)
 
 
 @SECOND_STAGES.register("posthoc_la")
-def posthoc_la(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) -> dict:
+def posthoc_la(model: nn.Module, data: SplitData, cfg: SecondConfig, gen: torch.Generator) -> dict:
     """Menon et al. 2021's post-hoc logit adjustment, z - tau log pi, folded into the linear
     head's bias (b_c - tau log pi_c): the model then predicts the adjusted scores itself. tau
     from ``tau_grid`` by the best mean per-class recall on the validation images. The same as
@@ -171,7 +185,7 @@ def posthoc_la(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generato
         raise PipelineError("posthoc_la chooses tau on validation images; the split has none")
     head = classifier(model)
     raw = fp32_outputs(model, data.x_val, data, cfg)
-    best = choose_posthoc_tau(raw, data.y_val, data.counts, cfg["tau_grid"])
+    best = choose_posthoc_tau(raw, data.y_val, data.counts, need(cfg.tau_grid, "tau_grid"))
     with torch.no_grad():
         head.bias.sub_(best * log_prior(data.counts).to(head.bias.device))
     return {"tau": best}
@@ -190,26 +204,26 @@ def project_max_norm(weight: torch.Tensor, limit: float) -> None:
 
 
 @SECOND_STAGES.register("maxnorm")
-def maxnorm(model: nn.Module, data: SplitData, cfg: dict, gen: torch.Generator) -> dict:
+def maxnorm(model: nn.Module, data: SplitData, cfg: SecondConfig, gen: torch.Generator) -> dict:
     """Weight balancing's second stage as its authors ran it (LTR-weight-balancing, demo 2):
     the head (kept, not re-initialised) fine-tuned on instance-sampled batches with their
     class-balanced loss (``cb_softmax_bce``), weight decay and a max-norm constraint on each
     class weight, projected once per epoch after its steps (their ``pgdFunc.PGD`` call); the
     limit, min + max_norm x (max - min) of the starting class-weight norms, is set before."""
     head = classifier(model)
-    limit = max_norm_threshold(head.weight.detach(), cfg["max_norm"])
+    limit = max_norm_threshold(head.weight.detach(), need(cfg.max_norm, "max_norm"))
     project = lambda: project_max_norm(head.weight, limit)  # noqa: E731
     fit(model, data, cfg, [head.weight, head.bias], head, gen, project)
     return {"max_norm_limit": limit}
 
 
-def cb_softmax_bce(cfg: dict, counts: torch.Tensor) -> Callable:
+def cb_softmax_bce(cfg: SecondConfig, counts: torch.Tensor) -> LossFn:
     """The weight-balancing code's class-balanced loss (``CB_loss``, ``loss_type='softmax'``):
     binary cross-entropy of softmax probabilities against one-hot targets, each sample weighted
     by its class's effective-number weight (Cui et al. 2019; the weights sum to C), averaged
     over batch x classes. Its gradient is about C times smaller than a weighted softmax CE's,
     which sets its balance against weight decay 0.1. Soft targets weight by t . w."""
-    w = class_weights(counts, "effective", cfg["beta"]).to(counts.device)
+    w = class_weights(counts, "effective", need(cfg.beta, "beta")).to(counts.device)
 
     def loss(logits: torch.Tensor, targets: torch.Tensor, epoch: int) -> torch.Tensor:
         p = logits.float().softmax(1)
@@ -219,9 +233,9 @@ def cb_softmax_bce(cfg: dict, counts: torch.Tensor) -> Callable:
     return loss
 
 
-def _balanced_ce(cfg: dict, counts: torch.Tensor) -> Callable:
+def _balanced_ce(cfg: SecondConfig, counts: torch.Tensor) -> LossFn:
     """cRT's and LWS's loss: cross-entropy (their batches are class-balanced)."""
-    return build_loss({"loss": "cross_entropy", "label_smoothing": 0.0, "drw_from": 1.0}, counts)
+    return mean_loss(smoothed_ce(0.0))
 
 
 # Each trained method's loss and sampler: cRT and LWS train with CE on class-balanced batches
@@ -230,9 +244,9 @@ METHOD_LOSSES = {"crt": _balanced_ce, "lws": _balanced_ce, "maxnorm": cb_softmax
 METHOD_SAMPLERS = {"crt": "class_balanced", "lws": "class_balanced", "maxnorm": "instance"}
 
 
-def run_second_stage(model: nn.Module, data: SplitData, cfg: dict, seed: int) -> dict:
-    """Apply the method of ``cfg`` to a trained model in place; what it chose (tau, scales)."""
+def run_second_stage(model: nn.Module, data: SplitData, cfg: SecondConfig, seed: int) -> dict:
+    """Apply the method of ``cfg`` to a trained model in place; what it chose (tau, scales:
+    fields of the model file's config, ``records.TrainedConfig``)."""
     torch.manual_seed(seed)
     gen = torch.Generator(data.y.device).manual_seed(seed)
-    sampler = METHOD_SAMPLERS.get(cfg["method"], "instance")
-    return SECOND_STAGES[cfg["method"]](model, data, {**cfg, "sampler": sampler}, gen)
+    return SECOND_STAGES[cfg.method](model, data, cfg, gen)
