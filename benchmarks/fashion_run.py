@@ -23,14 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ltcifar.config.catalog import MIXUP_ALIASES, SPLIT, defaults  # noqa: E402
+from ltcifar.config.records import SplitConfig  # noqa: E402
 from ltcifar.config.rules import check  # noqa: E402
-from ltcifar.config.runs import expand_aliases  # noqa: E402
+from ltcifar.config.runs import expand_aliases, run_record  # noqa: E402
 from ltcifar.config.schema import validate  # noqa: E402
 from ltcifar.data.datasets import DATASETS  # noqa: E402
 from ltcifar.data.lt_index import build_index  # noqa: E402
 from ltcifar.data.split_data import SplitData  # noqa: E402
 from ltcifar.device import device_name, select_device  # noqa: E402
-from ltcifar.evaluation.inference import predict  # noqa: E402
+from ltcifar.evaluation.inference import Scoring, predict  # noqa: E402
 from ltcifar.evaluation.metrics import confusion, summarize  # noqa: E402
 from ltcifar.methods.losses import LOSSES  # noqa: E402
 from ltcifar.methods.mixup import MIXUPS  # noqa: E402
@@ -64,17 +65,19 @@ def main(argv: list[str] | None = None) -> None:
     device = select_device(args.device)
     arrays = DATASETS["fashion_mnist"].read(args.data)
     classes = [str(c) for c in arrays["classes"]]
-    spec = validate(
-        {
-            "dataset": "fashion_mnist",
-            "shape": "step",
-            "n_max": 6000,
-            "n_min": 600,
-            "k": 1,
-            "val_per_class": 100,
-            "val_policy": "reserve",
-        },
-        SPLIT,
+    spec = SplitConfig(
+        **validate(
+            {
+                "dataset": "fashion_mnist",
+                "shape": "step",
+                "n_max": 6000,
+                "n_min": 600,
+                "k": 1,
+                "val_per_class": 100,
+                "val_policy": "reserve",
+            },
+            SPLIT,
+        )
     )
     index = build_index("fashion_step", spec, arrays["y_train"], classes)
 
@@ -118,22 +121,23 @@ def main(argv: list[str] | None = None) -> None:
         cfg["mixup_alpha"] = args.alpha
     if args.study:
         cfg.update(nesterov=True, weight_decay=5e-4, warmup_epochs=2, warmup="step")
-    cfg = expand_aliases(cfg, "fashion_run")
-    check(cfg, "fashion_run")
+    resolved = expand_aliases(cfg, "fashion_run")
+    check(resolved, "fashion_run")
+    run = run_record(resolved)
     print(
         f"fashion_mnist step split: counts {index['counts']}, {index['total_val']} val; "
-        f"{args.model} / {args.loss} / {cfg['sampler']} sampler / {cfg['mixup']} "
-        f"(alpha {cfg['mixup_alpha']}), {args.epochs} epochs, batch {args.batch}, seed "
+        f"{args.model} / {args.loss} / {run.sampler} sampler / {run.mixup} "
+        f"(alpha {run.mixup_alpha}), {args.epochs} epochs, batch {args.batch}, seed "
         f"{args.seed}, device {device}"
     )
 
     t0 = time.perf_counter()
-    result = train(cfg, data, args.seed, device)
+    result = train(run, data, args.seed, device)
     wall = time.perf_counter() - t0
-    model = build_model(cfg["model"], len(classes), data.in_channels, **model_options(cfg))
+    model = build_model(run.model, len(classes), data.in_channels, **model_options(run))
     model.load_state_dict(result.state_dict)
     model = model.to(device, memory_format=torch.channels_last)
-    logits = predict(model, dev(arrays["x_test"]), data.mean, data.std, cfg)
+    logits = predict(model, dev(arrays["x_test"]), data.mean, data.std, Scoring.of(run))
     conf = confusion(dev(arrays["y_test"]), logits.argmax(1), len(classes)).cpu().numpy()
     test = summarize(conf)
 

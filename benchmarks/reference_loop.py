@@ -28,9 +28,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ltcifar.config.catalog import OFF, defaults  # noqa: E402
+from ltcifar.config.catalog import defaults  # noqa: E402
+from ltcifar.config.records import RunConfig  # noqa: E402
 from ltcifar.data.split_data import split_data  # noqa: E402
-from ltcifar.evaluation.inference import predict  # noqa: E402
+from ltcifar.evaluation.inference import Scoring, predict  # noqa: E402
 from ltcifar.evaluation.metrics import confusion, summarize  # noqa: E402
 from ltcifar.methods.models import build_model  # noqa: E402
 from ltcifar.training.engine import train  # noqa: E402
@@ -95,7 +96,6 @@ def engine(args, data) -> torch.nn.Module:
     class_balanced + mixup)."""
     cfg = {
         **defaults(),
-        **OFF,
         "name": "engine",
         "split": "s",
         "model": "resnet20",
@@ -113,7 +113,7 @@ def engine(args, data) -> torch.nn.Module:
         "compile": "never",
         "eval_batch_size": 256,
     }
-    result = train(cfg, data, args.seed, torch.device("cpu"))
+    result = train(RunConfig(**cfg), data, args.seed, torch.device("cpu"))
     model = build_model("resnet20", data.num_classes, 3)
     model.load_state_dict(result.state_dict)
     return model
@@ -141,8 +141,8 @@ def main() -> None:
     took = time.perf_counter() - t0
     with np.load(args.prepared) as npz:
         x, y = torch.from_numpy(npz["x_test"]), torch.from_numpy(npz["y_test"])
-    cfg = {"eval_batch_size": 256, "channels_last": False, "precision": "fp32", "posthoc_tau": 0}
-    logits = predict(model, x, data.mean, data.std, cfg)
+    how = Scoring(batch_size=256, channels_last=False, precision="fp32")
+    logits = predict(model, x, data.mean, data.std, how)
     scores = summarize(confusion(y, logits.argmax(1), data.num_classes).numpy())
     settings = f"sampler={args.sampler} alpha={args.alpha} schedule={args.schedule}"
     print(

@@ -13,6 +13,7 @@ the steps. ``bare`` is forward + backward + optimiser step alone. The last line 
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,7 @@ def main() -> None:
     cpu = torch.device("cpu")
     cfg = bench_cfg(argparse.Namespace(model="resnet20", batch=args.batch, compile=False,
                                        precision="fp32"))  # fmt: skip
-    cfg.update(channels_last=False)
+    cfg = replace(cfg, channels_last=False)
     n = args.steps * args.batch
     rng = np.random.default_rng(0)
     data = random_split(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
@@ -80,7 +81,7 @@ def main() -> None:
         ("cutmix", {"mixup": "cutmix"}),
         ("class_balanced", {"sampler": "class_balanced"}),
     ):
-        one, two = ({**cfg, **over, "epochs": e} for e in (1, 2))
+        one, two = (replace(cfg, **over, epochs=e) for e in (1, 2))
         setup_and_one = per_step(lambda c=one: train(c, data, 0, cpu), args.steps)
         rows[name] = per_step(lambda c=two: train(c, data, 0, cpu), args.steps) - setup_and_one
     print(f"operators per step, {args.steps} steps of batch {args.batch} (epoch 2 of 2, fp32):")

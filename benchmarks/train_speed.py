@@ -33,6 +33,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ltcifar.config.catalog import defaults  # noqa: E402
+from ltcifar.config.records import RunConfig  # noqa: E402
 from ltcifar.data.augment import to_input  # noqa: E402
 from ltcifar.data.split_data import SplitData  # noqa: E402
 from ltcifar.device import autocast_for, compiled, device_name, select_device  # noqa: E402
@@ -45,7 +46,7 @@ CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 Row = tuple[str, float, float, float]  # loop, img/s, ms/step, peak MB
 
 
-def bench_cfg(args: argparse.Namespace) -> dict:
+def bench_cfg(args: argparse.Namespace) -> RunConfig:
     cfg = defaults()
     cfg.update(
         name="bench",
@@ -59,7 +60,7 @@ def bench_cfg(args: argparse.Namespace) -> dict:
         compile="always" if args.compile else "never",
         precision=args.precision,
     )
-    return cfg
+    return RunConfig(**cfg)
 
 
 def sync(device: torch.device) -> None:
@@ -100,35 +101,35 @@ def random_split(x: np.ndarray, y: np.ndarray, device: torch.device) -> SplitDat
     )
 
 
-def engine_loop(cfg: dict, x: np.ndarray, y: np.ndarray, device: torch.device) -> float:
+def engine_loop(cfg: RunConfig, x: np.ndarray, y: np.ndarray, device: torch.device) -> float:
     return train(cfg, random_split(x, y, device), 0, device).history[-1]["img_per_s"]
 
 
-def bare_loop(cfg: dict, device: torch.device, warmup: int, steps: int) -> float:
+def bare_loop(cfg: RunConfig, device: torch.device, warmup: int, steps: int) -> float:
     """Seconds per step of forward, backward and optimiser step, the engine's settings."""
-    model = build_model(cfg["model"], 10, 3, **model_options(cfg)).to(device)
-    if cfg["channels_last"]:
+    model = build_model(cfg.model, 10, 3, **model_options(cfg)).to(device)
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    fwd = compiled(model, device, cfg)
+    fwd = compiled(model, cfg.compile)
     opt = torch.optim.SGD(
         model.parameters(),
-        lr=cfg["lr"],
-        momentum=cfg["momentum"],
-        nesterov=cfg["nesterov"],
-        weight_decay=cfg["weight_decay"],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=cfg.nesterov,
+        weight_decay=cfg.weight_decay,
         **({"fused": True} if device.type == "cuda" else {"foreach": True}),
     )
-    bs = cfg["batch_size"]
+    bs = cfg.batch_size
     xb = torch.randint(0, 256, (bs, 32, 32, 3), dtype=torch.uint8, device=device)
     stat = torch.full((1, 3, 1, 1), 128.0, device=device)
-    x = to_input(xb, stat, stat / 2, cfg["channels_last"])
+    x = to_input(xb, stat, stat / 2, cfg.channels_last)
     y = torch.randint(0, 10, (bs,), device=device)
     targets = F.one_hot(y, 10).float()
     loss_fn = build_loss(cfg, torch.bincount(y, minlength=10))
     model.train()
 
     def step() -> None:
-        with autocast_for(device, cfg):
+        with autocast_for(device, cfg.precision):
             logits = fwd(x)
         loss = loss_fn(logits, targets, 0)
         opt.zero_grad(set_to_none=True)
@@ -146,7 +147,7 @@ def bare_loop(cfg: dict, device: torch.device, warmup: int, steps: int) -> float
 
 
 def reference_loop(
-    cfg: dict, x: np.ndarray, y: np.ndarray, device: torch.device, workers: int
+    cfg: RunConfig, x: np.ndarray, y: np.ndarray, device: torch.device, workers: int
 ) -> tuple[float, float]:
     """The seed notebook's loop; returns (img/s, s/step) over an epoch minus its first batches."""
     from PIL import Image
@@ -169,12 +170,12 @@ def reference_loop(
         def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
             return tf(Image.fromarray(x[i])), int(y[i])
 
-    bs = cfg["batch_size"]
+    bs = cfg.batch_size
     loader = DataLoader(Images(), batch_size=bs, shuffle=True, num_workers=workers)
     skip = min(5, max(1, len(loader) // 4))
-    model = build_model(cfg["model"], 10, 3, **model_options(cfg)).to(device)
+    model = build_model(cfg.model, 10, 3, **model_options(cfg)).to(device)
     opt = torch.optim.SGD(
-        model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"]
+        model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
     )
     model.train()
     t0, images, steps = time.perf_counter(), 0, 0

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from ltcifar.config import catalog
 from ltcifar.config.catalog import Setting
-from ltcifar.config.records import RunConfig
 from ltcifar.config.rules import check
 from ltcifar.config.runs import (
     BACKBONE,
@@ -33,6 +32,7 @@ from ltcifar.config.runs import (
     resolve_run,
     run_group,
     run_names,
+    run_record,
 )
 from ltcifar.config.schema import (
     MapOf,
@@ -317,7 +317,7 @@ def _check_resolved(params: dict, name: str, pname: str, where: str) -> None:
             f"{at}: batch_size = {cfg['batch_size']} (the global batch) must be a multiple of "
             f"processes = {cfg['processes']}"
         )
-    record = RunConfig(**{k: v for k, v in cfg.items() if k != "transfer"})
+    record = run_record(cfg)
     if cfg["stack_seeds"] and len(cfg["seeds"]) > 1 and (refused := stacking_refusal(record)):
         raise ParamsError(f"{at}: stack_seeds cannot be used: {refused}")
 

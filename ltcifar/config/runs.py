@@ -11,6 +11,7 @@ profile changes reaches it.
 """
 
 from ltcifar.config import catalog
+from ltcifar.config.records import RunConfig
 from ltcifar.config.runconfig import OUTSIDE, SKIPPED
 from ltcifar.config.schema import ParamsError, did_you_mean
 from ltcifar.config.second import evaluated_config, second_config
@@ -109,6 +110,12 @@ def resolve_run(params: dict, name: str, profile: str | None = None) -> dict:
     backbone = {**bb["recipe"], "model": bb["model"]} if transfer and bb else {}
     cfg = _layered(params, prof, name, backbone, overrides(params, name))
     return {**cfg, "transfer": transfer}
+
+
+def run_record(resolved: dict) -> RunConfig:
+    """A resolved run (``resolve_run``) as the record its readers take, every setting carried;
+    ``transfer`` stays behind (its config file says it as the run's ``group``)."""
+    return RunConfig(**{k: v for k, v in resolved.items() if k != "transfer"})
 
 
 def settings_read(cfg: dict) -> list[str]:
