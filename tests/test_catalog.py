@@ -5,15 +5,21 @@ and every setting reaches the runs that read it."""
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ltcifar.config import catalog
+from ltcifar.config.records import RunConfig
 from ltcifar.config.runs import settings_read
+from ltcifar.data.augment import Augment
+from ltcifar.data.autoaugment import policy
 from ltcifar.data.datasets import DATASETS
-from ltcifar.methods.losses import LOSSES
+from ltcifar.methods.losses import LOSSES, build_loss
 from ltcifar.methods.mixup import MIXUPS
-from ltcifar.methods.models import MODELS
-from ltcifar.methods.samplers import SAMPLERS
+from ltcifar.methods.models import MODELS, build_model, model_options
+from ltcifar.methods.samplers import SAMPLERS, sampler_for
+from ltcifar.methods.transfer import param_groups
+from ltcifar.training.optim import Schedule, lr_factor, scaled_lr
 from ltcifar.training.second_stage import SECOND_STAGES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,6 +79,36 @@ def test_every_setting_reaches_a_run_that_reads_it():
         for name in table:
             read |= set(settings_read({**cfg, key: name}))
     assert read - {"name", "split"} == set(catalog.RECIPE) - {"head"} | {"head"} & read
+
+
+def carried(cfg: dict) -> RunConfig:
+    """The run config the configs stage writes for ``cfg``: only the settings it reads."""
+    return RunConfig(**{k: cfg[k] for k in settings_read(cfg)})
+
+
+def test_every_method_and_feature_builds_from_the_settings_its_config_carries():
+    """Code reading a setting the catalogue does not list for it finds None in a run config
+    (``need`` raises): every method and every feature on builds from what its config carries."""
+    plain = {**catalog.defaults(), "name": "t", "split": "s", "head": "linear"}
+    counts = torch.tensor([50, 20, 10, 5])
+    for name in catalog.LOSSES:
+        head = "cosine" if name in catalog.COSINE_LOSSES else "linear"
+        experts = 3 if name == "balpoe" else 1
+        build_loss(carried({**plain, "loss": name, "head": head, "experts": experts}), counts)
+    for name in catalog.MIXUPS:
+        MIXUPS[name](carried({**plain, "mixup": name}))
+    for name in catalog.SAMPLERS:
+        assert sampler_for(carried({**plain, "sampler": name}), 0) == name
+    for name in catalog.MODELS:
+        model_options(carried({**plain, "model": name}))
+    for schedule in ("multistep", "cosine"):
+        cfg = carried({**all_on(), "schedule": schedule, "loss": "balpoe", "model": "resnet20"})
+        build_loss(cfg, counts)
+        lr_factor(Schedule.of(cfg), 10)(0)
+        scaled_lr(cfg)
+        param_groups(build_model(cfg.model, 4, **model_options(cfg)), cfg)
+        aug = Augment.of(cfg)
+        policy(aug.policy, aug.randaugment_ops, aug.randaugment_magnitude)
 
 
 def test_prior_settings_are_optional_features():

@@ -3,6 +3,7 @@ fields are its table's keys and what resolution adds, typed as each Setting says
 exactly where a config may lack the setting; and every config params.yaml resolves to reads
 back whole."""
 
+import json
 import typing
 from dataclasses import MISSING, fields
 
@@ -190,3 +191,19 @@ def test_need_narrows_a_carried_setting_and_names_a_missing_one():
     with pytest.raises(PipelineError, match="^la_tau is not in this config") as e:
         need(None, "la_tau")
     assert "ltcifar/config/catalog.py" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_checkpoints_record_and_hash_what_each_config_file_gives():
+    """A run's checkpoint holds, and its fingerprint hashes, the config file's settings with
+    the off values of the rest and the seed: the dict the stages read before records, so the
+    fingerprints keep their values and every checkpoint of a committed config still resumes."""
+    from ltcifar.training.checkpoints import seed_config
+
+    root = PARAMS.parent / "configs"
+    for path in sorted((root / "runs").glob("*.json")):
+        raw = json.loads(path.read_text())
+        cfg = read_run_config(path.stem, root)
+        if SKIPPED in raw:
+            assert cfg == Skipped(raw[SKIPPED], raw.get("name"))
+            continue
+        assert seed_config(cfg, 3) == {**catalog.OFF, **raw, "seed": 3}, path.name

@@ -8,13 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ltcifar.config.catalog import SECOND
-from ltcifar.config.records import SecondConfig
+from ltcifar.config.catalog import SECOND, SECOND_STAGES
+from ltcifar.config.records import SecondConfig, as_dict, parse
+from ltcifar.config.runs import settings_read
+from ltcifar.config.schema import validate
+from ltcifar.config.second import second_config
 from ltcifar.evaluation.inference import Scoring, choose_posthoc_tau, predict
 from ltcifar.methods.losses import log_prior
 from ltcifar.methods.models import build_model
 from ltcifar.training import second_stage as ss
-from tests.conftest import make_split
+from tests.conftest import make_split, recipe
 from tests.params_edit import error_of, repo_params
 
 
@@ -51,6 +54,18 @@ def run(method: str, data, **over) -> tuple[torch.nn.Module, dict, dict]:
     before = copy.deepcopy(net.state_dict())
     chosen = ss.run_second_stage(net, data, second(method=method, **over), seed=0)
     return net, before, chosen
+
+
+@pytest.mark.parametrize("method", list(SECOND_STAGES))
+def test_each_method_runs_from_the_config_the_configs_stage_writes(data, method):
+    """A method reading a setting its catalogue entry does not list finds None (``need``
+    raises): each runs from a config carrying only what its entry lists."""
+    entry = validate({"run": "r", "split": "sp", "method": method, "epochs": 1}, SECOND)
+    run = as_dict(recipe(split="sp", augment=False))
+    written = second_config("s", entry, {k: run[k] for k in settings_read(run)})
+    assert "pad_mode" not in written
+    chosen = ss.run_second_stage(model(), data, parse(SecondConfig, written, "s"), seed=0)
+    assert set(chosen) <= {"tau", "lws_scale_min", "lws_scale_max", "max_norm_limit"}
 
 
 @pytest.mark.parametrize("method", ["crt", "lws", "tau_norm", "maxnorm", "posthoc_la"])
