@@ -2,6 +2,7 @@
 run trained and scored as validation scores it, a saved model loaded, a run's metrics read."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,8 @@ def test_train_evaluate_on_tiny_data(tiny):
     result = api.train_seed(cfg, tiny)  # seed: the config's first; device: the data's
     assert len(result.history) == 2
     model, model_cfg = api.trained(result, cfg, tiny)
-    assert model_cfg == {**cfg, "posthoc_tau": result.posthoc_tau}
-    assert model_cfg["posthoc_tau"] in cfg["posthoc_tau_grid"]  # chosen on validation images
+    assert model_cfg == replace(cfg, posthoc_tau=result.posthoc_tau)
+    assert model_cfg.posthoc_tau in cfg.posthoc_tau_grid  # chosen on validation images
     raw = api.evaluate(model, cfg, tiny)  # without the tuned tau: the engine's validation
     last = result.history[-1]  # of the same (last) model
     assert raw["accuracy"] == pytest.approx(last["val/accuracy"])

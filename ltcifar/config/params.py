@@ -291,34 +291,34 @@ def _check_profile_runs(params: dict, pname: str, prof: dict, keys: dict[str, st
 def _check_resolved(params: dict, name: str, pname: str, where: str) -> None:
     """What only a run's resolved settings show: its methods' combination (``rules``), what
     needs validation images, the warm-up's length, and what stacked seeds and DDP rule out."""
-    cfg = resolve_run(params, name, pname)
+    resolved = resolve_run(params, name, pname)
     at = f"{where} (profile {pname})"
-    check(cfg, at)
-    split = params["profiles"][pname]["splits"][cfg["split"]]
+    check(resolved, at)
+    cfg = run_record(resolved)
+    split = params["profiles"][pname]["splits"][cfg.split]
     needs_val = [
-        (cfg["posthoc_tau_grid"], "posthoc_tau_grid chooses tau on validation images"),
+        (cfg.posthoc_tau_grid, "posthoc_tau_grid chooses tau on validation images"),
         (
-            cfg["checkpoint"] != "last",
-            f"checkpoint: {cfg['checkpoint']} selects on validation images",
+            cfg.checkpoint != "last",
+            f"checkpoint: {cfg.checkpoint} selects on validation images",
         ),
     ]
     for on, why in needs_val:
         if on and split["val_per_class"] == 0:
             raise ParamsError(
-                f"{at}: {why}, but profiles.{pname}.splits.{cfg['split']}.val_per_class is 0"
+                f"{at}: {why}, but profiles.{pname}.splits.{cfg.split}.val_per_class is 0"
             )
-    if cfg["warmup_epochs"] > cfg["epochs"]:
+    if cfg.warmup_epochs > cfg.epochs:
         raise ParamsError(
-            f"{at}: warmup_epochs = {cfg['warmup_epochs']} is longer than the run "
-            f"(epochs = {cfg['epochs']})"
+            f"{at}: warmup_epochs = {cfg.warmup_epochs} is longer than the run "
+            f"(epochs = {cfg.epochs})"
         )
-    if cfg["batch_size"] % cfg["processes"]:
+    if cfg.batch_size % cfg.processes:
         raise ParamsError(
-            f"{at}: batch_size = {cfg['batch_size']} (the global batch) must be a multiple of "
-            f"processes = {cfg['processes']}"
+            f"{at}: batch_size = {cfg.batch_size} (the global batch) must be a multiple of "
+            f"processes = {cfg.processes}"
         )
-    record = run_record(cfg)
-    if cfg["stack_seeds"] and len(cfg["seeds"]) > 1 and (refused := stacking_refusal(record)):
+    if cfg.stack_seeds and len(cfg.seeds) > 1 and (refused := stacking_refusal(cfg)):
         raise ParamsError(f"{at}: stack_seeds cannot be used: {refused}")
 
 

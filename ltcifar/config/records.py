@@ -139,6 +139,7 @@ class RunConfig:
     cutout: int = 0
     experts: int = 1
     patience: int = 0
+    rotation: float = 0.0
     group: str | None = None
     second_stage: str | None = None
     first_stage: str | None = None

@@ -8,15 +8,17 @@ backward its fine-tuning mode keeps. Batch-size differences are ignored, and sma
 launch-bound GPUs run at more than their share, are overstated there.
 """
 
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ltcifar.config.catalog import OFF, defaults
+from ltcifar.config.catalog import defaults
 from ltcifar.config.params import load
-from ltcifar.config.runs import BACKBONE, backbone_config, profile_runs, resolve_run
+from ltcifar.config.records import RunConfig, SplitConfig
+from ltcifar.config.runs import BACKBONE, backbone_config, profile_runs, resolve_run, run_record
 from ltcifar.config.schema import ParamsError, did_you_mean
 from ltcifar.data.lt_index import build_index
 from ltcifar.errors import PipelineError
@@ -67,11 +69,12 @@ def macs(name: str, classes: int, shape: tuple[int, int, int], options: tuple = 
 def base_macs(model: str) -> int:
     """The measured model's multiply-adds: the benchmark's (linear head, the recipe's options)
     on a 10-class 32x32x3 image."""
-    options = model_options({**defaults(), "model": model, "head": "linear"})
+    recipe = {**defaults(), "name": "base", "split": "", "model": model, "head": "linear"}
+    options = model_options(RunConfig(**recipe))
     return macs(model, 10, (32, 32, 3), tuple(options.items()))
 
 
-def trained_runs(params: dict, profile: str) -> list[tuple[str, dict, dict]]:
+def trained_runs(params: dict, profile: str) -> list[tuple[str, RunConfig, SplitConfig]]:
     """(name, resolved config, split spec) of everything the profile trains: the backbone when
     the profile pretrains it (``weights: pretrain``; ImageNet weights are only fetched), then
     the runs it trains (all, unless it names them), transfer runs with their resolved config
@@ -81,25 +84,25 @@ def trained_runs(params: dict, profile: str) -> list[tuple[str, dict, dict]]:
     if prof["backbone"] is not None:
         bb = backbone_config(params, profile)
         if bb["weights"] == "pretrain":
-            out.append((BACKBONE, {**OFF, **bb["run"]}, bb["split_spec"]))
+            out.append((BACKBONE, RunConfig(**bb["run"]), SplitConfig(**bb["split_spec"])))
     for name in profile_runs(params, profile):
-        cfg = resolve_run(params, name, profile)
-        out.append((name, cfg, prof["splits"][cfg["split"]]))
+        run = run_record(resolve_run(params, name, profile))
+        out.append((name, run, SplitConfig(**prof["splits"][run.split])))
     return out
 
 
-def training_images(cfg: dict, spec: dict) -> int:
+def training_images(cfg: RunConfig, spec: SplitConfig) -> int:
     """Training images of one epoch on the split ``spec`` (every draw has the same counts)."""
-    if spec["dataset"] not in SHAPES:
+    if spec.dataset not in SHAPES:
         raise PipelineError(
             f"the estimate knows the training sets of {', '.join(SHAPES)}, not "
-            f"{spec['dataset']!r} (split {cfg['split']!r})"
+            f"{spec.dataset!r} (split {cfg.split!r})"
         )
-    classes, per_class, _ = SHAPES[spec["dataset"]]
+    classes, per_class, _ = SHAPES[spec.dataset]
     labels = np.repeat(np.arange(classes), per_class)
-    one = {k: v for k, v in spec.items() if k != "draws"}
-    one.setdefault("seed", (spec.get("draws") or [0])[0])
-    return build_index(cfg["split"], one, labels, [str(c) for c in range(classes)])["total_train"]
+    seed = (spec.draws or [0])[0] if spec.seed is None else spec.seed
+    one = replace(spec, seed=seed, draws=None)
+    return build_index(cfg.split, one, labels, [str(c) for c in range(classes)])["total_train"]
 
 
 def estimate(
@@ -125,17 +128,17 @@ def estimate(
     ]
     total_img, total_min = 0, 0.0
     for name, cfg, spec in trained_runs(params, profile):
-        classes, _, shape = SHAPES[spec["dataset"]]
+        classes, _, shape = SHAPES[spec.dataset]
         n = training_images(cfg, spec)
         options = tuple(model_options(cfg).items())
-        cost = macs(cfg["model"], classes, shape, options) / base_macs(base)
-        cost *= FINETUNE_COST[cfg["finetune"]]
-        models = len(cfg["seeds"]) * len(spec.get("draws") or [None])
-        images = cfg["epochs"] * models * n
+        cost = macs(cfg.model, classes, shape, options) / base_macs(base)
+        cost *= FINETUNE_COST[cfg.finetune]
+        models = len(cfg.seeds) * len(spec.draws or [None])
+        images = cfg.epochs * models * n
         minutes = images / (img_s / cost) / 60
         total_img, total_min = total_img + images, total_min + minutes
         lines.append(
-            f"{name:<22} {cfg['split']:<12} {cfg['model']:<11} {cfg['epochs']:>4} "
+            f"{name:<22} {cfg.split:<12} {cfg.model:<11} {cfg.epochs:>4} "
             f"{models:>5} {n:>7} {cost:>6.2f} {img_s / cost:>8.0f} {minutes:>8.1f}"
         )
     return [
