@@ -108,7 +108,12 @@ def read_download(root: Path = CONFIGS) -> dict[str, ArchiveSource | ImageFolder
 
 
 def read_backbone(root: Path = CONFIGS) -> ImagenetBackbone | PretrainBackbone | Skipped:
-    where, raw = str(root / "backbone.json"), read_config("backbone.json", root)
+    path = root / "backbone.json"
+    return backbone_record(read_config("backbone.json", root), str(path))
+
+
+def backbone_record(raw: dict, where: str) -> ImagenetBackbone | PretrainBackbone | Skipped:
+    """A backbone config (``runs.backbone_config``) as the record of its kind."""
     if SKIPPED in raw:
         return parse(Skipped, raw, where)
     if raw.get("weights") == "imagenet":

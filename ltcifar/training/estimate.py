@@ -17,7 +17,8 @@ import torch
 
 from ltcifar.config.catalog import defaults
 from ltcifar.config.params import load
-from ltcifar.config.records import RunConfig, SplitConfig
+from ltcifar.config.records import PretrainBackbone, RunConfig, SplitConfig
+from ltcifar.config.runconfig import backbone_record
 from ltcifar.config.runs import BACKBONE, backbone_config, profile_runs, resolve_run, run_record
 from ltcifar.config.schema import ParamsError, did_you_mean
 from ltcifar.data.lt_index import build_index
@@ -82,9 +83,9 @@ def trained_runs(params: dict, profile: str) -> list[tuple[str, RunConfig, Split
     prof = params["profiles"][profile]
     out = []
     if prof["backbone"] is not None:
-        bb = backbone_config(params, profile)
-        if bb["weights"] == "pretrain":
-            out.append((BACKBONE, RunConfig(**bb["run"]), SplitConfig(**bb["split_spec"])))
+        bb = backbone_record(backbone_config(params, profile), f"profiles.{profile}.backbone")
+        if isinstance(bb, PretrainBackbone):
+            out.append((BACKBONE, bb.run, bb.split_spec))
     for name in profile_runs(params, profile):
         run = run_record(resolve_run(params, name, profile))
         out.append((name, run, SplitConfig(**prof["splits"][run.split])))
