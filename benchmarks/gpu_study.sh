@@ -17,7 +17,8 @@
 #            (for a recipe whose full schedule does not fit one call)
 #   DEVICE   cuda (default) or cpu; BUDGET: seconds for the whole call (default 540)
 # Output: the table on stdout, and in $OUT (or /tmp/gpu_study): gpu_study.log, each stage's log,
-# the metrics and REPORT.md. A run cut off by BUDGET is listed as not finished.
+# the metrics and REPORT.md. A run that fails or is cut off by BUDGET is listed as not finished,
+# and after the table the call exits 1 with a line naming every stage that did not finish.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -63,21 +64,30 @@ cd "$WORK/repo"
 for s in configs download prepare lt_index; do
     stage "$s" "$PY" -m "stages.$s"
 done
-pids=()
+failed=()  # every stage that did not finish: named after the table, and the exit status 1
+declare -A pids
 for run in $RUNS; do  # at once: each process launches its own kernels
     stage "train_$run" "$PY" -m stages.train "$run" &
-    pids+=($!)
+    pids[$run]=$!
 done
-wait "${pids[@]}" || true  # not a bare wait: it would wait for the log's tee too
+for run in "${!pids[@]}"; do  # one wait each (a bare wait would wait for the log's tee too)
+    wait "${pids[$run]}" || failed+=("train_$run")
+done
 for name in $SECOND; do
-    stage "second_$name" "$PY" -m stages.second_stage "$name" || true
+    stage "second_$name" "$PY" -m stages.second_stage "$name" || failed+=("second_$name")
 done
 for name in $RUNS $SECOND; do
-    [[ -d models/$name ]] && { stage "evaluate_$name" "$PY" -m stages.evaluate "$name" || true; }
+    if [[ -d models/$name ]]; then
+        stage "evaluate_$name" "$PY" -m stages.evaluate "$name" || failed+=("evaluate_$name")
+    fi
 done
 cp -r metrics "$OUT/" 2>/dev/null || true
-if stage report "$PY" -m stages.report; then cp reports/REPORT.md "$OUT/"; fi
+if stage report "$PY" -m stages.report; then cp reports/REPORT.md "$OUT/"; else failed+=(report); fi
 cd "$ROOT"
 # shellcheck disable=SC2086  # RUNS and SECOND are lists of names
 $PY benchmarks/study_table.py "$WORK/repo" $RUNS $SECOND
 echo "## $SECONDS s in all"
+if ((${#failed[@]})); then
+    echo "## FAILED: ${failed[*]} (each stage's log: $OUT/<stage>.log)"
+    exit 1
+fi

@@ -56,15 +56,24 @@ def tiny_params(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.slow
-def test_cpu_path_trains_every_run_and_prints_the_table(tmp_path):
+def run_kit(tmp_path: Path, **names: str) -> subprocess.CompletedProcess:
+    """The kit on the CPU, on the tiny folder and params; ``names``: RUNS and SECOND if given."""
     out, data, params = tmp_path / "out", pack(tmp_path), tiny_params(tmp_path)
     env = {**os.environ, "PY": sys.executable, "DEVICE": "cpu", "DATA": str(data), "OUT": str(out),
-           "PARAMS": str(params), "OMP_NUM_THREADS": "1", "BUDGET": "900",
-           "RUNS": "exp_ce exp_balanced_softmax exp_ldam_drw exp_balpoe"}  # fmt: skip
-    proc = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True)
+           "PARAMS": str(params), "OMP_NUM_THREADS": "1", "BUDGET": "900", **names}  # fmt: skip
+    return subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def table_rows(stdout: str) -> list[str]:
+    return [ln for ln in stdout.splitlines() if ln.startswith("| `")]
+
+
+@pytest.mark.slow
+def test_cpu_path_trains_every_run_and_prints_the_table(tmp_path):
+    out = tmp_path / "out"
+    proc = run_kit(tmp_path, RUNS="exp_ce exp_balanced_softmax exp_ldam_drw exp_balpoe")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    table = [ln for ln in proc.stdout.splitlines() if ln.startswith("| `")]
+    table = table_rows(proc.stdout)
     names = ["exp_ce", "exp_balanced_softmax", "exp_ldam_drw", "exp_balpoe", "exp_ce_crt",
              "exp_ce_lws", "exp_ce_tau_norm", "exp_ce_posthoc_la"]  # fmt: skip
     assert [ln.split("`")[1] for ln in table] == names, proc.stdout[-3000:]
@@ -74,6 +83,21 @@ def test_cpu_path_trains_every_run_and_prints_the_table(tmp_path):
     for name in names:
         assert (out / "metrics" / f"{name}.json").is_file(), name
     assert (out / "REPORT.md").is_file()
+    assert "FAILED" not in proc.stdout
+
+
+@pytest.mark.slow
+def test_a_failed_run_or_second_stage_fails_the_call_naming_it(tmp_path):
+    """A run that fails (here: no such run) and a second stage that fails (here: its first run
+    was not trained) keep their table rows, as not finished, and the call exits 1 naming both."""
+    proc = run_kit(tmp_path, RUNS="exp_nosuch", SECOND="exp_ce_posthoc_la")
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = table_rows(proc.stdout)
+    assert [ln.split("`")[1] for ln in rows] == ["exp_nosuch", "exp_ce_posthoc_la"], rows
+    assert all("not finished" in ln for ln in rows)
+    (failed,) = [ln for ln in proc.stdout.splitlines() if ln.startswith("## FAILED: ")]
+    assert "train_exp_nosuch" in failed and "second_exp_ce_posthoc_la" in failed, failed
+    assert proc.stdout.rstrip().endswith(failed)
 
 
 def test_a_shortened_schedule_keeps_the_milestones_fractions():
