@@ -1,5 +1,6 @@
-"""Helpers of the tests that run DVC in a temporary copy of the project: its environment,
-running a command, reading which stages a log says ran, and copying the project in."""
+"""Helpers of the tests that run DVC in a temporary copy of the project: its environment (and
+a fresh shell's), running a command, reading which stages a log says ran, and copying the
+project in."""
 
 import json
 import os
@@ -23,6 +24,19 @@ ENV = {
     "GIT_COMMITTER_EMAIL": "t@t",
     "DVC_NO_ANALYTICS": "1",
 }
+
+
+def bare_env() -> dict[str, str]:
+    """ENV as a fresh shell has it, no virtualenv activated: every venv's bin dir (the one
+    running the tests included) off PATH, no VIRTUAL_ENV."""
+    running = Path(sys.executable).parent.resolve()
+
+    def venv_bin(entry: str) -> bool:
+        return (Path(entry).parent / "pyvenv.cfg").exists() or Path(entry).resolve() == running
+
+    path = [d for d in os.environ["PATH"].split(os.pathsep) if d and not venv_bin(d)]
+    env = {key: value for key, value in ENV.items() if key != "VIRTUAL_ENV"}
+    return {**env, "PATH": os.pathsep.join(path)}
 
 
 def sh(*cmd: str, cwd: Path, env: dict | None = None) -> str:

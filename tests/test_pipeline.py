@@ -7,21 +7,33 @@ mechanics (files, counts, what reran), never how well one epoch learns.
 """
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
 import yaml
 
-from tests.dvcrepo import ENV, FASHION, ROOT, copy_project, ran, sh
+from tests.dvcrepo import ENV, FASHION, ROOT, bare_env, copy_project, ran, sh
 
 pytestmark = [
     pytest.mark.skipif(not FASHION.exists(), reason="needs dataset-fashion-mnist"),
     pytest.mark.slow,
 ]
+
+
+def readme_section(heading: str) -> str:
+    """The text of README.md's ``## heading`` section."""
+    return (ROOT / "README.md").read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_bash(heading: str) -> list[str]:
+    """The lines of the first bash block of a README section, as a newcomer types them."""
+    return readme_section(heading).split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
 
 
 def dvc_fails(*args: str, cwd: Path) -> str:
@@ -125,9 +137,7 @@ def test_the_readme_experiment_table_stays_narrow(repo):
     candidate's headline scores, the params that changed, and a handful of other columns (plain
     `dvc exp show` lists every key of every file). Each metrics file holds headline scores only."""
     line = next(
-        ln.strip()
-        for ln in (ROOT / "README.md").read_text().splitlines()
-        if ln.startswith("dvc exp show --only-changed")
+        ln for ln in readme_bash("params.yaml in six concepts") if ln.startswith("dvc exp show")
     )
     header = sh(*shlex.split(line.split("#")[0]), "--csv", cwd=repo).splitlines()[0].split(",")
     assert "metrics/candidate.json:macro_f1" in header and "loss" in header, header
@@ -155,6 +165,65 @@ def test_bad_value_fails_first_and_keeps_every_output(repo, setting, message):
         assert (repo / "configs/runs/candidate.json").exists()  # persist: the old configs stay
     finally:
         (repo / "params.yaml").write_text(original)
+
+
+def to_baseline(repo: Path) -> None:
+    """The committed baseline back: params, lock and outputs. The index is rebuilt first: after
+    `dvc exp run` it can pair the baseline's blobs with the stat of an experiment's files of the
+    same size, which `git reset --hard` then takes for unchanged."""
+    sh("git", "read-tree", "--empty", cwd=repo)
+    sh("git", "reset", "-q", "--hard", cwd=repo)
+    sh("dvc", "checkout", "-q", "--force", cwd=repo)
+    assert "up to date" in sh("dvc", "status", cwd=repo)
+
+
+def bash(lines: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Lines typed in a fresh shell that stops at the first failing one."""
+    cmd = ["bash", "-ec", "\n".join(lines)]
+    return subprocess.run(cmd, cwd=cwd, env=bare_env(), capture_output=True, text=True)
+
+
+def test_readme_commands_work_as_typed_in_a_fresh_shell(repo):
+    """The README's experiment block, in a shell whose PATH has no venv, in a project whose
+    `.venv` is the tests' venv as `make repro` leaves it: with its activate line, every command
+    succeeds and the candidate's stages run on the venv's python; without it, the block fails.
+    The project goes back to its baseline before each run and after, as other tests expect."""
+    venv = Path(sys.prefix)
+    if not (venv / "bin/activate").exists():
+        pytest.skip("needs the tests run from a venv")
+    block = readme_bash("params.yaml in six concepts")
+    assert block[0].split("#")[0].strip() == ". .venv/bin/activate", block
+    (repo / ".venv").symlink_to(venv)
+    try:
+        to_baseline(repo)
+        bare = bash(block[1:], cwd=repo)
+        failure = bare.stdout + bare.stderr
+        assert bare.returncode != 0 and re.search("not found|ModuleNotFoundError", failure), failure
+        to_baseline(repo)
+        typed = bash([*block, "command -v python"], cwd=repo)
+        out = typed.stdout + typed.stderr
+        assert typed.returncode == 0, out
+        assert ran(out) == {"configs", "train@candidate", "evaluate@candidate", "report"}, out
+        assert "ModuleNotFoundError" not in out
+        assert Path(typed.stdout.splitlines()[-1]).parent.resolve() == (venv / "bin").resolve()
+        assert "metrics/candidate.json" in typed.stdout  # `dvc metrics diff`'s table
+    finally:
+        (repo / ".venv").unlink()
+        to_baseline(repo)
+
+
+def test_readme_make_targets_need_no_activation():
+    """The make targets the README names, dry-run in a shell whose PATH has no venv: each
+    command calls the venv's tools by path, and the shells DVC starts its stages in find the
+    venv's python first on the PATH the Makefile exports."""
+    targets = set(re.findall(r"(?:^|`)make ([\w-]+)", readme_section("Two commands"), re.M))
+    assert {"repro", "test", "full"} <= targets, targets
+    env = bare_env()
+    for target in targets:
+        dry = sh("make", "-n", "-o", ".venv/.setup-done", target, cwd=ROOT, env=env)
+        assert dry and all(ln.startswith(".venv/bin/") for ln in dry.splitlines()), (target, dry)
+    echo = ["make", "-s", "--eval", 'path: ; @echo "$$PATH"', "path"]
+    assert sh(*echo, cwd=ROOT, env=env).split(":")[0] == str(ROOT / ".venv/bin")
 
 
 CHROMIUM = shutil.which("chromium")
