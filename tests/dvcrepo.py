@@ -39,6 +39,11 @@ def bare_env() -> dict[str, str]:
     return {**env, "PATH": os.pathsep.join(path)}
 
 
+def bash_lines(markdown: str) -> list[str]:
+    """The lines of a Markdown text's first bash block, as a reader types them."""
+    return re.findall(r"```bash\n(.*?)```", markdown, re.S)[0].splitlines()
+
+
 def sh(*cmd: str, cwd: Path, env: dict | None = None) -> str:
     """Run a command; fail the test with its output unless it succeeds."""
     proc = subprocess.run(cmd, cwd=cwd, env=env or ENV, capture_output=True, text=True)

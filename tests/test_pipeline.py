@@ -18,7 +18,7 @@ import matplotlib.image
 import pytest
 import yaml
 
-from tests.dvcrepo import ENV, FASHION, ROOT, bare_env, copy_project, ran, sh
+from tests.dvcrepo import ENV, FASHION, ROOT, bare_env, bash_lines, copy_project, ran, sh
 
 pytestmark = [
     pytest.mark.skipif(not FASHION.exists(), reason="needs dataset-fashion-mnist"),
@@ -33,7 +33,7 @@ def readme_section(heading: str) -> str:
 
 def readme_bash(heading: str) -> list[str]:
     """The lines of the first bash block of a README section, as a newcomer types them."""
-    return readme_section(heading).split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    return bash_lines(readme_section(heading))
 
 
 def dvc_fails(*args: str, cwd: Path) -> str:

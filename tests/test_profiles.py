@@ -22,7 +22,7 @@ from ltcifar.config.params import load
 from ltcifar.config.runconfig import NOTE, OUTSIDE, SKIPPED, dumps
 from ltcifar.config.runs import profile_runs, profile_second_stages, run_names, stage_configs
 from ltcifar.reporting import report
-from tests.dvcrepo import ROOT, copy_project, init_repo, ran, sh
+from tests.dvcrepo import ROOT, bash_lines, copy_project, init_repo, ran, sh
 from tests.params_edit import error_of, repo_params, write
 from tests.test_image_folder import write_folder
 from tests.test_report import make_outputs, results_table
@@ -39,8 +39,7 @@ def doc_recipe() -> tuple[dict, list[str]]:
     for block in blocks:
         for key, value in yaml.safe_load(block).items():
             merged.setdefault(key, {}).update(value)
-    bash = re.findall(r"```bash\n(.*?)```", text, re.S)[0]
-    commands = [ln.split("#")[0].strip() for ln in bash.splitlines() if ln.strip()]
+    commands = [ln.split("#")[0].strip() for ln in bash_lines(text) if ln.strip()]
     return merged, commands
 
 
