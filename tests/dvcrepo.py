@@ -28,14 +28,17 @@ ENV = {
 
 def bare_env() -> dict[str, str]:
     """ENV as a fresh shell has it, no virtualenv activated: every venv's bin dir (the one
-    running the tests included) off PATH, no VIRTUAL_ENV."""
+    running the tests included) off PATH, no VIRTUAL_ENV, and none of the variables a running
+    `make` passes its children (under `make test`, MAKELEVEL makes a nested make announce its
+    directory)."""
     running = Path(sys.executable).parent.resolve()
 
     def venv_bin(entry: str) -> bool:
         return (Path(entry).parent / "pyvenv.cfg").exists() or Path(entry).resolve() == running
 
     path = [d for d in os.environ["PATH"].split(os.pathsep) if d and not venv_bin(d)]
-    env = {key: value for key, value in ENV.items() if key != "VIRTUAL_ENV"}
+    fresh_shell_lacks = {"VIRTUAL_ENV", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}
+    env = {key: value for key, value in ENV.items() if key not in fresh_shell_lacks}
     return {**env, "PATH": os.pathsep.join(path)}
 
 
