@@ -103,17 +103,56 @@ def test_repro_writes_every_output(repo):
     assert "up to date" in sh("dvc", "status", cwd=repo)
 
 
-def test_candidate_experiment_reruns_only_the_candidate(repo):
-    before = (repo / "models/ce/seed0.pt").read_bytes()
-    out = sh("dvc", "exp", "run", "-S", "loss=balanced_softmax", cwd=repo)
-    assert ran(out) == {"configs", "train@candidate", "evaluate@candidate", "report"}, out
-    assert (repo / "models/ce/seed0.pt").read_bytes() == before
-    diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo))
-    changes = diff["metrics/candidate.json"]
-    assert "macro_f1" in changes and changes["macro_f1"]["old"] != changes["macro_f1"]["new"]
-    assert "metrics/ce.json" not in diff
-    table = sh("dvc", "metrics", "diff", cwd=repo)
-    assert "metrics/candidate.json" in table and "macro_f1" in table
+def to_baseline(repo: Path) -> None:
+    """The committed baseline back: params, lock and outputs. The index is rebuilt first: after
+    `dvc exp run` it can pair the baseline's blobs with the stat of an experiment's files of the
+    same size, which `git reset --hard` then takes for unchanged."""
+    sh("git", "read-tree", "--empty", cwd=repo)
+    sh("git", "reset", "-q", "--hard", cwd=repo)
+    sh("dvc", "checkout", "-q", "--force", cwd=repo)
+    assert "up to date" in sh("dvc", "status", cwd=repo)
+
+
+def bash(lines: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """Lines typed in a fresh shell that stops at the first failing one."""
+    cmd = ["bash", "-ec", "\n".join(lines)]
+    return subprocess.run(cmd, cwd=cwd, env=bare_env(), capture_output=True, text=True)
+
+
+def test_readme_commands_work_as_typed_in_a_fresh_shell(repo):
+    """The README's experiment block, in a shell whose PATH has no venv, in a project whose
+    `.venv` is the tests' venv as `make repro` leaves it: with its activate line, every command
+    succeeds, the candidate's stages alone run, on the venv's python, and `dvc metrics diff`
+    shows the candidate's change and no other run's; without it, the block fails. The project
+    goes back to its baseline before each run and after, as other tests expect."""
+    venv = Path(sys.prefix)
+    if not (venv / "bin/activate").exists():
+        pytest.skip("needs the tests run from a venv")
+    block = readme_bash("params.yaml in six concepts")
+    assert block[0].split("#")[0].strip() == ". .venv/bin/activate", block
+    (repo / ".venv").symlink_to(venv)
+    try:
+        to_baseline(repo)
+        bare = bash(block[1:], cwd=repo)
+        failure = bare.stdout + bare.stderr
+        assert bare.returncode != 0 and re.search("not found|ModuleNotFoundError", failure), failure
+        to_baseline(repo)
+        ce_model = (repo / "models/ce/seed0.pt").read_bytes()
+        typed = bash([*block, "command -v python"], cwd=repo)
+        out = typed.stdout + typed.stderr
+        assert typed.returncode == 0, out
+        assert ran(out) == {"configs", "train@candidate", "evaluate@candidate", "report"}, out
+        assert "ModuleNotFoundError" not in out
+        assert Path(typed.stdout.splitlines()[-1]).parent.resolve() == (venv / "bin").resolve()
+        assert "metrics/candidate.json" in typed.stdout  # `dvc metrics diff`'s table
+        assert (repo / "models/ce/seed0.pt").read_bytes() == ce_model
+        diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo))
+        changes = diff["metrics/candidate.json"]
+        assert "macro_f1" in changes and changes["macro_f1"]["old"] != changes["macro_f1"]["new"]
+        assert "metrics/ce.json" not in diff
+    finally:
+        (repo / ".venv").unlink()
+        to_baseline(repo)
 
 
 def test_method_setting_reruns_only_its_runs(repo):
@@ -165,51 +204,6 @@ def test_bad_value_fails_first_and_keeps_every_output(repo, setting, message):
         assert (repo / "configs/runs/candidate.json").exists()  # persist: the old configs stay
     finally:
         (repo / "params.yaml").write_text(original)
-
-
-def to_baseline(repo: Path) -> None:
-    """The committed baseline back: params, lock and outputs. The index is rebuilt first: after
-    `dvc exp run` it can pair the baseline's blobs with the stat of an experiment's files of the
-    same size, which `git reset --hard` then takes for unchanged."""
-    sh("git", "read-tree", "--empty", cwd=repo)
-    sh("git", "reset", "-q", "--hard", cwd=repo)
-    sh("dvc", "checkout", "-q", "--force", cwd=repo)
-    assert "up to date" in sh("dvc", "status", cwd=repo)
-
-
-def bash(lines: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """Lines typed in a fresh shell that stops at the first failing one."""
-    cmd = ["bash", "-ec", "\n".join(lines)]
-    return subprocess.run(cmd, cwd=cwd, env=bare_env(), capture_output=True, text=True)
-
-
-def test_readme_commands_work_as_typed_in_a_fresh_shell(repo):
-    """The README's experiment block, in a shell whose PATH has no venv, in a project whose
-    `.venv` is the tests' venv as `make repro` leaves it: with its activate line, every command
-    succeeds and the candidate's stages run on the venv's python; without it, the block fails.
-    The project goes back to its baseline before each run and after, as other tests expect."""
-    venv = Path(sys.prefix)
-    if not (venv / "bin/activate").exists():
-        pytest.skip("needs the tests run from a venv")
-    block = readme_bash("params.yaml in six concepts")
-    assert block[0].split("#")[0].strip() == ". .venv/bin/activate", block
-    (repo / ".venv").symlink_to(venv)
-    try:
-        to_baseline(repo)
-        bare = bash(block[1:], cwd=repo)
-        failure = bare.stdout + bare.stderr
-        assert bare.returncode != 0 and re.search("not found|ModuleNotFoundError", failure), failure
-        to_baseline(repo)
-        typed = bash([*block, "command -v python"], cwd=repo)
-        out = typed.stdout + typed.stderr
-        assert typed.returncode == 0, out
-        assert ran(out) == {"configs", "train@candidate", "evaluate@candidate", "report"}, out
-        assert "ModuleNotFoundError" not in out
-        assert Path(typed.stdout.splitlines()[-1]).parent.resolve() == (venv / "bin").resolve()
-        assert "metrics/candidate.json" in typed.stdout  # `dvc metrics diff`'s table
-    finally:
-        (repo / ".venv").unlink()
-        to_baseline(repo)
 
 
 def test_readme_make_targets_need_no_activation():
