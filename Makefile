@@ -36,10 +36,11 @@ full: $(SETUP)
 test-fast: $(SETUP)
 	$(PY) -m pytest -q -m "not slow"
 
+# --durations: the ten slowest tests close the log, so a slow suite shows where its time went.
 test: $(SETUP)
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=10
 
 .PHONY: setup repro full test test-fast
