@@ -150,6 +150,8 @@ def test_readme_commands_work_as_typed_in_a_fresh_shell(repo):
         changes = diff["metrics/candidate.json"]
         assert "macro_f1" in changes and changes["macro_f1"]["old"] != changes["macro_f1"]["new"]
         assert "metrics/ce.json" not in diff
+        table = sh("dvc", "metrics", "diff", cwd=repo)
+        assert "metrics/candidate.json" in table and "macro_f1" in table
     finally:
         (repo / ".venv").unlink()
         to_baseline(repo)
