@@ -112,6 +112,33 @@ def test_skip_connection_effect(name):
         torch.testing.assert_close(out, torch.relu(x))
 
 
+def out_of_place(block, x: torch.Tensor) -> torch.Tensor:
+    """A basic block as He et al. write it, relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut x),
+    every op allocating its result."""
+    out = F.relu(block.bn1(block.conv1(x)))
+    out = block.bn2(block.conv2(out))
+    return F.relu(out + block.shortcut(x) if block.residual else out)
+
+
+@pytest.mark.parametrize("name,index", [("resnet20", 0), ("resnet20", 3), ("plainnet20", 3)])
+def test_in_place_block_gives_the_same_values_and_gradients(name, index):
+    """The blocks write their ReLUs and sum in place: the output and every gradient are the
+    out-of-place formula's, to the bit, in training (batch statistics) as in evaluation. Block 3
+    is a stride-2 block with a zero-padding shortcut."""
+    for train in (True, False):
+        grads, outs = [], []
+        for forward in (out_of_place, lambda b, x: b(x)):
+            torch.manual_seed(0)
+            block = build_model(name, 10).blocks[index].train(train)
+            x = torch.randn(4, block.conv1.in_channels, 8, 8, requires_grad=True)
+            out = forward(block, x)
+            out.square().sum().backward()
+            outs.append(out.detach())
+            grads.append([x.grad, *(p.grad for p in block.parameters())])
+        assert torch.equal(*outs)
+        assert all(torch.equal(a, b) for a, b in zip(*grads, strict=True))
+
+
 @pytest.mark.parametrize("depth", [19, 21, 18, 33, 110 + 1])
 def test_bad_depth_raises(depth):
     from ltcifar.methods.models import CifarNet
