@@ -3,12 +3,12 @@ draws) of a run on the test set.
 
 Usage: python -m stages.evaluate <run>
 Reads configs/runs/<run>.json, configs/evaluate.json, the run's models and the test set (a
-second stage's models too: `evaluate_second@<name>`). Writes metrics/<run>.json (the headline
-scores, for `dvc metrics diff` and `dvc exp show`), metrics/<run>/details.json (spread, every
-seed, the run's description: what the report reads), per_class.csv and confusion.csv (for
-`dvc plots`). This is the only stage that reads test images, and it only scores finished models.
-A run outside the active profile gets placeholders (no score; details.json says why, and the
-report leaves the run out) before torch is imported.
+second stage's models too: `evaluate_second@<name>`). Writes metrics/<run>.json (the means over
+seeds; the report gathers every run's macro-F1 for `dvc metrics diff`),
+metrics/<run>/details.json (spread, every seed, the run's description: what the report reads),
+per_class.csv and confusion.csv (for `dvc plots`). This is the only stage that reads test
+images, and it only scores finished models. A run outside the active profile gets placeholders
+(no score; details.json says why, and the report leaves the run out) before torch is imported.
 """
 
 import argparse

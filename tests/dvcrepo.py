@@ -95,6 +95,11 @@ def drain_queue(repo: Path, jobs: int, env: dict | None = None, timeout: float =
         subprocess.run(["dvc", "queue", "stop"], cwd=repo, env=env, capture_output=True)
 
 
+def leaves(tree: dict) -> int:
+    """The values `dvc exp show` gives a column each: a non-empty mapping's are its leaves."""
+    return sum(leaves(v) if isinstance(v, dict) and v else 1 for v in tree.values())
+
+
 def experiments(repo: Path) -> dict[str, dict]:
     """`dvc exp show --json` as {experiment name: {"loss": ..., "macro_f1": ...}}."""
     out = {}
@@ -103,8 +108,9 @@ def experiments(repo: Path) -> dict[str, dict]:
             for rev in exp["revs"]:
                 data = rev.get("data") or {}
                 params = data.get("params", {}).get("params.yaml", {}).get("data", {})
-                metrics = data.get("metrics", {}).get("metrics/candidate.json", {}).get("data", {})
-                out[rev["name"]] = {"loss": params.get("loss"), "macro_f1": metrics.get("macro_f1")}
+                headline = data.get("metrics", {}).get("reports/headline.json", {}).get("data", {})
+                f1 = headline.get("candidate", {}).get("macro_f1")
+                out[rev["name"]] = {"loss": params.get("loss"), "macro_f1": f1}
     return out
 
 

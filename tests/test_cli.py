@@ -1,6 +1,7 @@
 """The ``ltcifar`` command, verb by verb, and the stages' command lines: help that lists what
 they take, one-line errors, exit statuses, and nothing written where nothing should be."""
 
+import json
 import shlex
 import shutil
 import subprocess
@@ -121,23 +122,22 @@ def test_exps_without_dvc_is_one_line(capsys, monkeypatch):
 
 @pytest.mark.slow  # a real `dvc exp show` in a temporary git + DVC repository
 def test_exps_in_a_dvc_repository(tmp_path):
-    """Two runs' metrics, changed in the workspace: only the candidate's kept scores show
-    (DVC names a column path:key when two files share the key, as every run's do)."""
+    """The report's headline, changed in the workspace for two runs of three: the candidate's
+    macro-F1 and the other changed run's show, the unchanged run's does not."""
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "DVC_NO_ANALYTICS": "1"}
     env |= {"HOME": str(tmp_path), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"}
     env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
-    def scores(f1: float, acc: float) -> None:
-        for run in ("candidate", "ce"):
-            text = f'{{"macro_f1": {f1}, "accuracy": {acc}}}\n'
-            (tmp_path / "metrics" / f"{run}.json").write_text(text)
+    def scores(candidate: float, ce: float) -> None:
+        runs = {"candidate": candidate, "ce": ce, "focal": 0.41}
+        headline = {run: {"macro_f1": f1} for run, f1 in runs.items()}
+        (tmp_path / "reports/headline.json").write_text(json.dumps(headline))
 
     for cmd in ("git init -q", "dvc init -q"):
         subprocess.run(cmd.split(), cwd=tmp_path, env=env, check=True)
-    (tmp_path / "metrics").mkdir()
+    (tmp_path / "reports").mkdir()
     scores(0.5, 0.6)
-    dvc_yaml = {"metrics": ["metrics/candidate.json", "metrics/ce.json"]}
-    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump(dvc_yaml))
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"metrics": ["reports/headline.json"]}))
     subprocess.run(["git", "add", "-A"], cwd=tmp_path, env=env, check=True)
     subprocess.run(["git", "commit", "-qm", "x"], cwd=tmp_path, env=env, check=True)
     scores(0.7, 0.65)
@@ -151,8 +151,9 @@ def test_exps_in_a_dvc_repository(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     table = proc.stdout
-    assert "macro_f1" in table and "0.7" in table and "0.5" in table, table
-    assert "accuracy" not in table and "0.65" not in table and "ce.json" not in table, table
+    assert "candidate.macro_f1" in table and "0.7" in table and "0.5" in table, table
+    assert "ce.macro_f1" in table and "0.65" in table, table
+    assert "focal" not in table and "0.41" not in table, table
 
 
 def estimate_lines(capsys, *args: str) -> list[str]:

@@ -1,14 +1,20 @@
 """docs/params.md's reference is the catalogue's: every key has a one-line doc, and the page
 holds exactly what ``ltcifar.config.docs`` renders from it."""
 
+import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
+from dvc.dependency import ParamsDependency
+from dvc.repo import Repo
 
 from ltcifar.config import catalog
 from ltcifar.config.docs import BEGIN, END, TABLES, reference, with_reference
 from ltcifar.config.params import PROFILE_BACKBONE, STRUCTURE
 from ltcifar.errors import PipelineError
+from tests.dvcrepo import leaves
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,3 +59,23 @@ def test_a_rendered_row():
 def test_a_page_without_markers_is_refused():
     with pytest.raises(PipelineError, match="needs one pair of marker lines"):
         with_reference("# params\n")
+
+
+def test_the_readmes_exp_show_count_is_the_committed_projects():
+    """The README's count of plain `dvc exp show` columns, by kind, is the committed project's:
+    params.yaml's values, one score per run of reports/headline.json and the dependency paths
+    of dvc.yaml (tests/test_pipeline.py checks the same identity against DVC's own table)."""
+    text = " ".join((ROOT / "README.md").read_text().split())
+    found = re.search(
+        r"it has (\d+) columns, 5 of DVC's own, (\d+) params values, (\d+) scores .*? and "
+        r"(\d+) dependency paths",
+        text,
+    )
+    assert found, "README.md: the plain `dvc exp show` count is missing"
+    total, params, scores, deps = map(int, found.groups())
+    with Repo(str(ROOT)) as repo:
+        paths = {d.def_path for d in repo.index.deps if not isinstance(d, ParamsDependency)}
+    headline = json.loads((ROOT / "reports" / "headline.json").read_text())
+    counted = (leaves(yaml.safe_load((ROOT / "params.yaml").read_text())), len(headline))
+    assert (params, scores, deps) == (*counted, len(paths))
+    assert total == 5 + params + scores + deps

@@ -18,12 +18,25 @@ import matplotlib.image
 import pytest
 import yaml
 
-from tests.dvcrepo import ENV, FASHION, ROOT, bare_env, bash_lines, copy_project, ran, sh
+from tests.dvcrepo import (
+    ENV,
+    FASHION,
+    ROOT,
+    bare_env,
+    bash_lines,
+    copy_project,
+    leaves,
+    ran,
+    sh,
+)
 
 pytestmark = [
     pytest.mark.skipif(not FASHION.exists(), reason="needs dataset-fashion-mnist"),
     pytest.mark.slow,
 ]
+
+
+HEADLINE = "reports/headline.json"  # the one metrics file: every report run's macro-F1
 
 
 def readme_section(heading: str) -> str:
@@ -144,14 +157,15 @@ def test_readme_commands_work_as_typed_in_a_fresh_shell(repo):
         assert ran(out) == {"configs", "train@candidate", "evaluate@candidate", "report"}, out
         assert "ModuleNotFoundError" not in out
         assert Path(typed.stdout.splitlines()[-1]).parent.resolve() == (venv / "bin").resolve()
-        assert "metrics/candidate.json" in typed.stdout  # `dvc metrics diff`'s table
+        assert "candidate.macro_f1" in typed.stdout  # `dvc metrics diff`'s table
         assert (repo / "models/ce/seed0.pt").read_bytes() == ce_model
         diff = json.loads(sh("dvc", "metrics", "diff", "--json", cwd=repo))
-        changes = diff["metrics/candidate.json"]
-        assert "macro_f1" in changes and changes["macro_f1"]["old"] != changes["macro_f1"]["new"]
-        assert "metrics/ce.json" not in diff
+        assert list(diff) == [HEADLINE], diff
+        changes = diff[HEADLINE]
+        assert changes["candidate.macro_f1"]["old"] != changes["candidate.macro_f1"]["new"]
+        assert "ce.macro_f1" not in changes
         table = sh("dvc", "metrics", "diff", cwd=repo)
-        assert "metrics/candidate.json" in table and "macro_f1" in table
+        assert HEADLINE in table and "candidate.macro_f1" in table
     finally:
         (repo / ".venv").unlink()
         to_baseline(repo)
@@ -175,16 +189,30 @@ def test_second_stage_setting_reruns_it_and_never_its_first_stage(repo):
 
 def test_the_readme_experiment_table_stays_narrow(repo):
     """The README's command for comparing experiments, run after the experiments above: the
-    candidate's headline scores, the params that changed, and a handful of other columns (plain
-    `dvc exp show` lists every key of every file). Each metrics file holds headline scores only."""
+    candidate's macro-F1, the params and runs' scores that changed, and a handful of other
+    columns (plain `dvc exp show` lists every param and every dependency too)."""
     line = next(
         ln for ln in readme_bash("params.yaml in six concepts") if ln.startswith("dvc exp show")
     )
     header = sh(*shlex.split(line.split("#")[0]), "--csv", cwd=repo).splitlines()[0].split(",")
-    assert "metrics/candidate.json:macro_f1" in header and "loss" in header, header
+    assert "candidate.macro_f1" in header and "loss" in header, header
     assert len(header) <= 16, header
-    for path in (repo / "metrics").glob("*.json"):
-        assert len(json.loads(path.read_text())) <= 10, path
+
+
+def test_plain_exp_show_is_params_one_score_per_run_and_dependencies(repo):
+    """Plain `dvc exp show` has DVC's own columns, every params.yaml value, each report run's
+    macro-F1 from the one metrics file, and every dependency path of the lock, nothing more;
+    `dvc metrics show` covers every report run."""
+    runs = ["candidate", "ce", "focal", "transfer_linear", "ce_crt"]
+    header = sh("dvc", "exp", "show", "--no-pager", "--csv", cwd=repo).splitlines()[0].split(",")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    deps = {d["path"] for stage in lock.values() for d in stage.get("deps", [])}
+    assert {f"{run}.macro_f1" for run in runs} <= set(header), header
+    assert len(header) == 5 + leaves(params) + len(runs) + len(deps), header
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo))
+    scores = shown[""]["data"][HEADLINE]["data"]
+    assert set(scores) == set(runs) and all(0 <= s["macro_f1"] <= 1 for s in scores.values())
 
 
 @pytest.mark.parametrize(

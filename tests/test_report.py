@@ -318,6 +318,17 @@ def test_mean_std_is_sample_std():
     assert report.fmt_mean_std(float("nan"), float("nan"), 0) == ""
 
 
+def test_headline_is_each_reported_runs_macro_f1_in_the_reports_order(built):
+    """reports/headline.json, DVC's one metrics file: every run with scores, none other, its
+    macro-F1 as its metrics file holds it, in the order of the report's tables."""
+    headline = json.loads((built / "reports" / "headline.json").read_text())
+    runs = report.load_runs(built / "metrics")
+    assert list(headline) == list(runs.index)
+    for run, scores in headline.items():
+        recorded = json.loads((built / "metrics" / f"{run}.json").read_text())["macro_f1"]
+        assert scores == {"macro_f1": recorded}, run
+
+
 def test_table_holds_mean_and_std_over_seeds(built):
     text = (built / "reports" / "REPORT.md").read_text()
     rows = results_table(text)

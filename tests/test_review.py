@@ -26,7 +26,7 @@ ENV = {
 }
 DVC_YAML = {
     "stages": {"configs": {"cmd": "true", "params": [{"params.yaml": None}]}},
-    "metrics": ["metrics/candidate.json", "metrics/ce.json"],
+    "metrics": ["reports/headline.json"],
 }
 
 
@@ -49,7 +49,6 @@ def test_review_holds_exactly_the_changes(tmp_path):
     repo = tmp_path
     ce_cfg = {"loss": "cross_entropy", "epochs": 6}
     cand_cfg = {"loss": "cross_entropy", "epochs": 6, "opt": {"lr": 0.1}}
-    ce_metrics = {"accuracy": 0.7, "macro_f1": 0.6}
     sh("git", "init", "-q", cwd=repo)
     sh("dvc", "init", "-q", cwd=repo)
     write(
@@ -57,11 +56,7 @@ def test_review_holds_exactly_the_changes(tmp_path):
         {
             "dvc.yaml": DVC_YAML,
             "params.yaml": {"loss": "cross_entropy", "recipe": {"lr": 0.1, "epochs": 6}},
-            "metrics/candidate.json": {
-                "accuracy": 0.75,
-                "macro_f1": 0.7345,
-            },
-            "metrics/ce.json": ce_metrics,
+            "reports/headline.json": {"candidate": {"macro_f1": 0.7345}, "ce": {"macro_f1": 0.6}},
             "configs/runs/candidate.json": cand_cfg,
             "configs/runs/ce.json": ce_cfg,
             "configs/runs/gone.json": {"loss": "focal"},
@@ -73,10 +68,7 @@ def test_review_holds_exactly_the_changes(tmp_path):
         repo,
         {
             "params.yaml": {"loss": "balanced_softmax", "recipe": {"lr": 0.05, "epochs": 6}},
-            "metrics/candidate.json": {
-                "accuracy": 0.8,
-                "macro_f1": 0.7642,
-            },
+            "reports/headline.json": {"candidate": {"macro_f1": 0.7642}, "ce": {"macro_f1": 0.6}},
             "configs/runs/candidate.json": {
                 "loss": "balanced_softmax",
                 "epochs": 6,
@@ -98,7 +90,6 @@ def test_review_holds_exactly_the_changes(tmp_path):
         "| recipe.lr | 0.1 | 0.05 |\n\n"
         "### Metrics\n\n"
         "| metric | old | new | change |\n|---|---|---|---|\n"
-        "| candidate.accuracy | 0.75 | 0.8 | +0.05 |\n"
         "| candidate.macro_f1 | 0.7345 | 0.7642 | +0.0297 |\n\n"
         "### Run config `candidate`\n\n"
         "| key | old | new |\n|---|---|---|\n"
@@ -116,6 +107,7 @@ def test_review_holds_exactly_the_changes(tmp_path):
 
 
 def test_names_and_config_rows():
+    assert metric_name("reports/headline.json", "ce.macro_f1") == "ce.macro_f1"
     assert metric_name("metrics/candidate.json", "macro_f1") == "candidate.macro_f1"
     assert metric_name("other/m.json", "acc") == "other/m.acc"
     assert config_changes({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}}) == [["b.c", "2", "3"]]

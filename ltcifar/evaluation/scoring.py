@@ -1,7 +1,7 @@
 """Scoring a finished run on the untouched test set, and what the evaluate stage writes of it.
 
-``metrics/<run>.json`` holds the headline scores only (means over seeds), so `dvc metrics diff`
-and `dvc exp show` stay readable; ``metrics/<run>/details.json`` holds the spread (over seeds,
+``metrics/<run>.json`` holds the scores only (means over seeds), whose macro-F1 the report stage
+gathers into DVC's one metrics file; ``metrics/<run>/details.json`` holds the spread (over seeds,
 and over draws on a split with draws), every model's scores and the run's description (what the
 report reads); ``per_class.csv`` and
 ``confusion.csv`` feed `dvc plots`. Only finished models are scored: nothing here trains.

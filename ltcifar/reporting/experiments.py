@@ -1,6 +1,6 @@
 """The experiments as a readable table: ``dvc exp show`` with the README's filters, the
-candidate's headline scores and the params that changed, best macro-F1 first (plain
-``dvc exp show`` lists every key of every file). ``ltcifar exps`` runs it."""
+candidate's macro-F1 and the params and runs' macro-F1 that changed, best candidate first (plain
+``dvc exp show`` lists every param and every dependency too). ``ltcifar exps`` runs it."""
 
 import subprocess
 from collections.abc import Sequence
@@ -9,9 +9,9 @@ from ltcifar.errors import PipelineError
 
 EXP_SHOW = (
     "dvc", "exp", "show", "--only-changed",
-    "--drop", "^(configs|data|ltcifar|stages|models|metrics)/",
-    "--keep", r"^metrics/candidate\.json:(macro_f1|balanced_accuracy|few_shot_accuracy)$",
-    "--sort-by", "metrics/candidate.json:macro_f1", "--sort-order", "desc",
+    "--drop", "^(configs|data|ltcifar|stages|models|metrics|logs)(/|$)",
+    "--keep", r"^candidate\.macro_f1$",
+    "--sort-by", "candidate.macro_f1", "--sort-order", "desc",
 )  # fmt: skip
 
 

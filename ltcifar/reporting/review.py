@@ -4,7 +4,7 @@ Usage: python -m ltcifar.reporting.review <rev>   (e.g. ``main``; compares <rev>
 workspace)
 
 DVC's own tables are wide and name metrics by file path; a reviewer wants three compact ones:
-``dvc params diff``, ``dvc metrics diff`` (as ``candidate.macro_f1``) and, per run whose
+``dvc params diff``, ``dvc metrics diff`` (the headline's ``<run>.macro_f1``) and, per run whose
 ``configs/runs/<run>.json`` changed, its changed keys, old → new.
 """
 
@@ -14,6 +14,7 @@ import sys
 from pathlib import Path, PurePosixPath
 
 RUNS = "configs/runs"
+HEADLINE = "reports/headline.json"  # the report's metrics file: {run: {"macro_f1": ...}}
 
 
 def _out(*cmd: str) -> str:
@@ -30,7 +31,10 @@ def fmt(value: object) -> str:
 
 
 def metric_name(path: str, key: str) -> str:
-    """Short, stable: ``metrics/<run>.json`` + ``key`` → ``<run>.key``."""
+    """Short, stable: the headline's keys as they are (``<run>.macro_f1``); another file's
+    ``metrics/<run>.json`` + ``key`` → ``<run>.key``."""
+    if PurePosixPath(path) == PurePosixPath(HEADLINE):
+        return key
     stem = PurePosixPath(path).with_suffix("")
     parts = stem.parts[1:] if stem.parts[:1] == ("metrics",) and len(stem.parts) > 1 else stem.parts
     return f"{'/'.join(parts)}.{key}"
