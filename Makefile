@@ -34,13 +34,16 @@ full: $(SETUP)
 	.venv/bin/dvc exp run -S profile=full
 
 test-fast: $(SETUP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder -m "not slow"
 
 # --durations: the ten slowest tests close the log, so a slow suite shows where its time went.
+# -n auto --dist loadfile: one worker per core, each test file on one worker (its module-scoped
+# fixtures built once), in the order tests/conftest.py collects them (the files that run whole
+# pipelines first) rather than xdist's own (the files with the most tests first).
 test: $(SETUP)
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	$(PY) -m mypy
-	$(PY) -m pytest -q --durations=10
+	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=10
 
 .PHONY: setup repro full test test-fast

@@ -16,6 +16,18 @@ from ltcifar.config.schema import validate
 from ltcifar.data.split_data import SplitData
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
+# The files whose fixtures run a whole `dvc repro` or `dvc exp run` (minutes each), slowest first.
+# They are collected first, so that under `pytest -n 2 --dist loadfile` the workers start on them
+# and the short files fill in behind, rather than one of them running alone at the end.
+WHOLE_PIPELINES = ("test_rehearsal", "test_pipeline", "test_team", "test_profiles")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        module = item.path.stem
+        return WHOLE_PIPELINES.index(module) if module in WHOLE_PIPELINES else len(WHOLE_PIPELINES)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
 
 
 def recipe(**over) -> RunConfig:
