@@ -1,5 +1,5 @@
-"""DVC stage `report`: write reports/REPORT.md and reports/figures/*.png from the pipeline's
-outputs.
+"""DVC stage `report`: write reports/REPORT.md, reports/figures/*.png and reports/headline.json
+(every reported run's macro-F1, the pipeline's one metrics file) from the pipeline's outputs.
 
 Usage: python -m stages.report
 Reads only metrics/, logs/, data/splits/, the names in configs/runs/ and
@@ -42,7 +42,7 @@ def main() -> None:
         swap_in(tmp, OUT)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"wrote {OUT / report.name} and {figures} figure(s) in {OUT / 'figures'}")
+    print(f"wrote {OUT / report.name}, {OUT / 'headline.json'} and {figures} figure(s)")
 
 
 if __name__ == "__main__":
