@@ -16,23 +16,16 @@ $(SETUP): requirements.txt
 	@# ships Python 3.12-only test helpers) is left alone: it fails only if imported.
 	$(PY) -m pip install -q --no-compile -r requirements.txt
 	$(PY) -m compileall -q -j 0 .venv/lib >/dev/null 2>&1 || true
-	@# Real Fashion-MNIST for the quick profile and the end-to-end tests, from Debian's packages.
-	@$(call apt_install,[ -d /usr/share/datasets/fashion-mnist ],dataset-fashion-mnist)
+	@# Real Fashion-MNIST for the quick profile and the end-to-end tests; Chromium for the
+	@# test that renders `dvc plots show` in a browser. Both from Debian's packages.
+	@if { [ ! -d /usr/share/datasets/fashion-mnist ] || ! command -v chromium >/dev/null; } \
+		&& command -v apt-get >/dev/null; then \
+		(apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist chromium) || \
+		echo "note: could not install dataset-fashion-mnist/chromium; some tests will skip"; fi
 	@[ -d .dvc ] || .venv/bin/dvc init -q
 	touch $(SETUP)
 
-# $(call apt_install,TEST,PACKAGE): installs Debian's PACKAGE as root unless TEST holds; where it
-# cannot, says so once and goes on (the tests that need it skip).
-apt_install = if ! { $(1); } && command -v apt-get >/dev/null; then \
-	(apt-get update -qq && apt-get install -y -qq $(2)) || \
-	echo "note: could not install $(2); some tests will skip"; fi
-
 setup: $(SETUP)
-
-# Chromium, for the one test that renders `dvc plots show` in a browser: only `make test` needs
-# it, and on a bare machine it is most of the Debian install (130 packages, chromium's own 81 MB).
-chromium: $(SETUP)
-	@$(call apt_install,command -v chromium >/dev/null,chromium)
 
 repro: $(SETUP)
 	.venv/bin/dvc repro
@@ -47,10 +40,10 @@ test-fast: $(SETUP)
 # -n auto --dist loadfile: one worker per core, each test file on one worker (its module-scoped
 # fixtures built once), in the order tests/conftest.py collects them (the files that run whole
 # pipelines first) rather than xdist's own (the files with the most tests first).
-test: $(SETUP) chromium
+test: $(SETUP)
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	$(PY) -m mypy
 	$(PY) -m pytest -q -n auto --dist loadfile --no-loadscope-reorder --durations=10
 
-.PHONY: setup chromium repro full test test-fast
+.PHONY: setup repro full test test-fast
